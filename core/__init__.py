@@ -1,0 +1,1 @@
+"""Types every layer shares: departments, conversation turns, routes, messages."""

@@ -1,0 +1,73 @@
+"""The HTTP app: health, readiness, metrics and the OpenAI-compatible API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.components import Components, build_components
+from gateway.errors import install_error_handlers
+from gateway.openai_api import api
+from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
+    """The app; models load in the background so /healthz answers at once.
+
+    Components passed in belong to the caller, who closes them.
+    """
+    owned = components is None
+    components = components or build_components(settings or Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.load_error = None
+        loading = asyncio.create_task(_load(app, components))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            if owned:
+                components.close()
+
+    app = FastAPI(title="Switchboard", lifespan=lifespan)
+    app.state.pipeline = components.pipeline
+    app.state.components = components
+    install_error_handlers(app)
+    app.include_router(api)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        if components.backend.ready:
+            return JSONResponse({"status": "ready"})
+        error = getattr(request.app.state, "load_error", None)
+        body = {"status": "failed", "error": error} if error else {"status": "loading"}
+        return JSONResponse(body, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(components.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _load(app: FastAPI, components: Components) -> None:
+    if components.backend.ready:
+        return
+    try:
+        await asyncio.to_thread(components.start)
+    except Exception as error:  # keep serving /healthz and say why in /readyz
+        log.exception("loading models failed")
+        app.state.load_error = str(error)

@@ -1,0 +1,187 @@
+"""OpenAI-compatible endpoints, shaped as vLLM serves them.
+
+`model` is a department, `base`, or `auto` (the router decides); the response's
+`model` field names the department that answered.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, format_sse_event
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.departments import TARGETS
+from core.messages import Reply, Route, Turn
+from gateway.errors import ApiError
+from gateway.pipeline import Pipeline, ReplyStream, UnknownModel
+from inference.base import InputTooLong
+from router.commands import AUTO
+
+MODELS = (*TARGETS, AUTO)
+_CREATED = int(time.time())
+
+api = APIRouter(prefix="/v1")
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str
+    text: str = ""
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content if part.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    # Clients send many optional OpenAI fields; unsupported ones are ignored.
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    messages: list[ChatMessage]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1, le=1)
+
+
+@api.get("/models")
+async def list_models() -> dict:
+    return {
+        "object": "list",
+        "data": [
+            {"id": name, "object": "model", "created": _CREATED, "owned_by": "switchboard"}
+            for name in MODELS
+        ],
+    }
+
+
+@api.post("/chat/completions", response_model=None)
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | EventSourceResponse:
+    pipeline: Pipeline = request.app.state.pipeline
+    if body.model not in MODELS:
+        raise ApiError(404, f"The model '{body.model}' does not exist; use one of {', '.join(MODELS)}.",
+                       code="model_not_found", param="model")
+    turns = _conversation(body, pipeline.limits.max_input_chars)
+    if not pipeline.backend.ready:
+        raise ApiError(503, "Models are still loading; retry shortly.", type_="server_error", code="not_ready")
+    params = pipeline.defaults.override(
+        max_new_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+    )
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    try:
+        if body.stream:
+            stream = pipeline.stream(body.model, turns, params)
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return EventSourceResponse(_sse(completion_id, stream, include_usage))
+        reply = await pipeline.complete(body.model, turns, params)
+    except UnknownModel:  # checked above; kept so a race can never surface as a 500
+        raise ApiError(404, f"The model '{body.model}' does not exist.", code="model_not_found") from None
+    except InputTooLong as error:
+        raise ApiError(400, str(error), code="context_length_exceeded", param="messages") from None
+    except ValueError as error:
+        raise ApiError(400, str(error), param="messages") from None
+    return JSONResponse(_completion(completion_id, reply))
+
+
+def _conversation(body: ChatCompletionRequest, max_chars: int) -> list[Turn]:
+    if not body.messages:
+        raise ApiError(400, "'messages' is empty; send at least one user message.", param="messages")
+    turns = []
+    for index, message in enumerate(body.messages):
+        text = message.text()
+        if len(text) > max_chars:
+            raise ApiError(400, f"messages[{index}] is {len(text)} characters; the limit is {max_chars}.",
+                           code="input_too_long", param=f"messages[{index}].content")
+        # Each department brings its own system prompt; tool turns have no place here.
+        if message.role in ("user", "assistant"):
+            turns.append(Turn(message.role, text))
+    if not turns or turns[-1].role != "user" or not turns[-1].content.strip():
+        raise ApiError(400, "The last message must be a non-empty user message.", param="messages")
+    return turns
+
+
+def _completion(completion_id: str, reply: Reply) -> dict:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": reply.route.department,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.text},
+                "finish_reason": reply.finish_reason,
+            }
+        ],
+        "usage": _usage(reply),
+        "switchboard": _route_info(reply.route, reply.latency_ms),
+    }
+
+
+async def _sse(completion_id: str, stream: ReplyStream, include_usage: bool) -> AsyncIterator[str]:
+    department = stream.route.department
+
+    def chunk(delta: dict, finish_reason: str | None = None, **extra: object) -> str:
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": department,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            **extra,
+        }
+        return format_sse_event(data_str=json.dumps(payload, ensure_ascii=False)).decode()
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async for delta in stream:
+            yield chunk({"content": delta})
+    except Exception as error:  # headers are gone: report in-band, as OpenAI does
+        body = {"error": {"message": f"generation failed: {error}", "type": "server_error"}}
+        yield format_sse_event(data_str=json.dumps(body)).decode()
+        return
+    reply = stream.reply
+    yield chunk({}, reply.finish_reason if reply else "stop",
+                switchboard=_route_info(stream.route, reply.latency_ms if reply else 0.0))
+    if include_usage and reply:
+        usage = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                 "model": department, "choices": [], "usage": _usage(reply)}
+        yield format_sse_event(data_str=json.dumps(usage)).decode()
+    yield format_sse_event(data_str="[DONE]").decode()
+
+
+def _usage(reply: Reply) -> dict:
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+    }
+
+
+def _route_info(route: Route, latency_ms: float) -> dict:
+    return {"department": route.department, "confidence": route.confidence,
+            "reason": route.reason, "latency_ms": latency_ms}

@@ -1,0 +1,153 @@
+"""Settings: `SWITCHBOARD_*` environment variables over an optional YAML file.
+
+Validated once at start; a bad key or value is an error that names where it
+came from (the variable, or the file and line) and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.departments import TARGETS
+from inference.base import GenerationParams
+from inference.base_model import BUNDLED_BASE
+
+ENV_PREFIX = "SWITCHBOARD_"
+# Read by the CLI, not a setting: where `--config` can also come from.
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+
+class SettingsError(ValueError):
+    """Configuration that cannot be used; the message says where and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    home: Path = Field(
+        default=Path("~/.cache/switchboard"),
+        description="Data directory: converted base model, trained models, reports.",
+    )
+    base_model: str = Field(
+        default=BUNDLED_BASE,
+        description=f"'{BUNDLED_BASE}' (bundled), a local model directory, or a hub id.",
+    )
+    models_dir: Path | None = Field(
+        default=None, description="Trained models and registry.json (default: <home>/models)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where models run.")
+    max_new_tokens: int = Field(default=256, ge=1, le=4096, description="Longest reply, in tokens.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling (temperature > 0).")
+    repetition_penalty: float = Field(
+        default=1.1, ge=1.0, le=2.0, description="Discourages the small model's loops."
+    )
+    memory_window: int = Field(default=8, ge=1, le=200, description="Turns (messages) kept per conversation.")
+    memory_ttl_seconds: int = Field(default=86_400, ge=1, description="Idle conversations are forgotten after this.")
+    max_input_chars: int = Field(default=4000, ge=1, description="Longest accepted user message.")
+    host: str = Field(default="127.0.0.1", description="`switchboard serve` address.")
+    port: int = Field(default=8000, ge=1, le=65535, description="`switchboard serve` port.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    system_prompts: dict[str, str] = Field(
+        default_factory=dict, description="Per-department system prompt overrides (YAML)."
+    )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, **_):  # noqa: ANN001, ANN206
+        # The environment beats the file: values from --config arrive as init kwargs.
+        return (env_settings, init_settings)
+
+    @field_validator("home", "models_dir")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("system_prompts")
+    @classmethod
+    def _known_departments(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(TARGETS))
+        if unknown:
+            raise ValueError(f"unknown department(s) {unknown}; use {list(TARGETS)}")
+        return value
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir or self.home / "models"
+
+    def generation_defaults(self) -> GenerationParams:
+        return GenerationParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+        )
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Settings from the environment and `config_file` (or $SWITCHBOARD_CONFIG)."""
+    if config_file is None and os.environ.get(CONFIG_ENV):
+        config_file = Path(os.environ[CONFIG_ENV])
+    file_values, lines = _read_yaml(config_file) if config_file else ({}, {})
+    _reject_unknown_env()
+    try:
+        return Settings(**file_values)
+    except ValidationError as error:
+        raise SettingsError(_describe(error, config_file, lines)) from None
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's top-level mapping, and the line each key is on."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        values = yaml.safe_load(text)
+    except OSError as error:
+        raise SettingsError(f"{path}: cannot read the config file ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SettingsError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
+    if values is None:
+        return {}, {}
+    if not isinstance(values, dict):
+        raise SettingsError(f"{path}:1: the config file must be a mapping of setting: value")
+    lines = {key.value: key.start_mark.line + 1 for key, _ in node.value}
+    return values, lines
+
+
+def _reject_unknown_env() -> None:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {CONFIG_ENV}
+    for variable in sorted(os.environ):
+        if variable.startswith(ENV_PREFIX) and variable not in known:
+            raise SettingsError(f"environment variable {variable}: unknown setting{_suggest(variable, known)}")
+
+
+def _describe(error: ValidationError, config_file: Path | None, lines: dict[str, int]) -> str:
+    problems = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        variable = ENV_PREFIX + field.upper()
+        if variable in os.environ:
+            where = f"environment variable {variable}"
+        elif config_file is not None:
+            where = f"{config_file}:{lines.get(field, 1)}: field '{field}'"
+        else:
+            where = f"field '{field}'"
+        if item["type"] == "extra_forbidden":
+            names = set(Settings.model_fields)
+            problems.append(f"{where}: unknown setting{_suggest(field, names)}")
+        else:
+            problems.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(problems)
+
+
+def _suggest(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    return f"; did you mean {close[0]}?" if close else f"; known settings: {', '.join(sorted(known))}"

@@ -1,0 +1,80 @@
+"""The inference interface the pipeline depends on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from core.messages import Turn
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to decode. `temperature == 0` means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+    def override(self, **values: float | int | None) -> GenerationParams:
+        """A copy with the given non-None values replaced."""
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished answer and what it cost."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+
+
+@dataclass(frozen=True)
+class DepartmentModel:
+    """What serves one department, for `switchboard models` and logs."""
+
+    department: str
+    serving: str  # "adapter", "full" or "base"
+    source: str
+    note: str = ""
+
+
+class GenerationStream(Protocol):
+    """Text deltas as they are produced; `result` is set once iteration ends."""
+
+    result: Generation | None
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+
+class InferenceBackend(Protocol):
+    """Generates replies for a department from a conversation."""
+
+    @property
+    def ready(self) -> bool:
+        """True once every model is loaded and requests can be served."""
+        ...
+
+    def models(self) -> list[DepartmentModel]:
+        """What is serving each department (and `base`)."""
+        ...
+
+    async def generate(
+        self, department: str, turns: Sequence[Turn], params: GenerationParams
+    ) -> Generation: ...
+
+    def stream(
+        self, department: str, turns: Sequence[Turn], params: GenerationParams
+    ) -> GenerationStream: ...
+
+
+class InputTooLong(ValueError):
+    """The newest message alone does not fit the model's context window."""
+
+
+class NotReady(RuntimeError):
+    """Models are still loading."""

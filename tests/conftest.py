@@ -1,0 +1,138 @@
+"""Shared fixtures: the real SmolLM2, a tiny random Llama on its tokenizer, servers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.components import Components, build_components
+from gateway.settings import ENV_PREFIX, Settings
+from inference.base_model import prepare_bundled_base
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _clean_environment() -> Iterator[None]:
+    # Settings read SWITCHBOARD_* and the environment beats explicit values.
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(ENV_PREFIX)}
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    yield
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def cache_home() -> Path:
+    """Where the converted base model is cached across test runs."""
+    return Path(os.environ.get("SWITCHBOARD_TEST_HOME", REPO / ".cache" / "test-home"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(cache_home: Path) -> Path:
+    return prepare_bundled_base(cache_home, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised two-layer Llama with SmolLM2's real tokenizer and template."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    target = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def make_settings(home: Path, base_model: Path | str, **values: object) -> Settings:
+    return Settings(home=home, base_model=str(base_model), models_dir=home / "models", **values)
+
+
+def started(settings: Settings) -> Components:
+    components = build_components(settings)
+    components.start()
+    return components
+
+
+@pytest.fixture(scope="session")
+def tiny_components(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Components]:
+    home = tmp_path_factory.mktemp("tiny-home")
+    components = started(make_settings(home, tiny_model_dir, max_new_tokens=8, max_input_chars=2000))
+    yield components
+    components.close()
+
+
+@pytest.fixture(scope="session")
+def smollm2_components(
+    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Components]:
+    home = tmp_path_factory.mktemp("smollm2-home")
+    components = started(make_settings(home, smollm2_dir, max_new_tokens=48, memory_window=4))
+    yield components
+    components.close()
+
+
+def write_registry(models_dir: Path, entries: dict[str, dict]) -> None:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    document = {"departments": {dept: {"live": live} for dept, live in entries.items()}}
+    (models_dir / "registry.json").write_text(json.dumps(document))
+
+
+def run(coroutine):  # noqa: ANN001, ANN201
+    return asyncio.run(coroutine)
+
+
+class LiveServer:
+    """The app served by uvicorn on a loopback port, in a background thread."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        import uvicorn
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

@@ -1,0 +1,378 @@
+"""Validate training data files and the bundled data set, and describe them.
+
+Each check reports precise Problems (`hr/train.jsonl:57: field 'output' is
+empty`) instead of stopping at the first, so one run lists everything to fix.
+Checks that need only one file run on every load (see datasets.py); the
+cross-file ones (fact ids, coverage, train/eval leakage) and the minimum sizes
+of the bundled data run here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from core.departments import DEPARTMENTS
+from training.datasets import (
+    DATA_DIR,
+    FACT_PREFIXES,
+    OUT_OF_SCOPE_FILE,
+    Fact,
+    MappingSpec,
+    Problem,  # re-exported: validation results are Problems
+    Row,
+    as_mapping,
+    department_files,
+    display_path,
+    json_type,
+    load_eval,
+    load_handbook,
+    load_preferences,
+    load_sft,
+    scan_handbook,
+    scan_rows,
+)
+from training.scoring import missing
+
+Kind = Literal["sft", "eval", "preference", "out_of_scope", "handbook"]
+
+# Questions: long enough to mean something, short enough for one chat turn.
+MIN_QUESTION_CHARS, MAX_QUESTION_CHARS = 2, 500
+# Answers the models learn from: a full, grounded reply, not a one-liner or an essay.
+MIN_ANSWER_WORDS, MAX_ANSWER_WORDS = 40, 150
+# A rejected answer only needs to be plausible enough to contrast with the chosen one.
+MIN_REJECTED_WORDS, MAX_REJECTED_WORDS = 10, 200
+
+# Train/eval leakage: token-set Jaccard similarity of an eval instruction with
+# any train instruction of the same department. At 0.5 at least half of all
+# the words the two questions use are shared, i.e. the eval question is a light
+# rewording of a train one and would measure recall of that question rather
+# than knowledge of the fact; two genuinely different questions about the same
+# fact share only topic words and stay well below it.
+LEAK_JACCARD = 0.5
+# A fact asked only once or twice in train is learnt as one phrasing; four
+# differently worded questions make the model learn the fact itself.
+MIN_TRAIN_QUESTIONS_PER_FACT = 4
+MIN_EVAL_QUESTIONS_PER_FACT = 1
+
+# Minimum sizes, enforced for the bundled data only: users' own data sets may
+# be as small as they like.
+MIN_BUNDLED_FACTS = 40
+MIN_BUNDLED_TRAIN = 300
+MIN_BUNDLED_EVAL = 60
+MIN_BUNDLED_PREFERENCES = {"finance": 200}  # departments that must ship preference data
+MIN_BUNDLED_OUT_OF_SCOPE = 150
+
+# Each kind's fields; True marks the required ones (present and non-empty).
+FIELDS: dict[str, dict[str, bool]] = {
+    "sft": {"instruction": True, "input": False, "output": True, "fact": True},
+    "eval": {"instruction": True, "input": False, "output": True, "fact": True, "expected": True},
+    "preference": {"prompt": True, "input": False, "chosen": True, "rejected": True, "fact": False},
+    "out_of_scope": {"text": True, "category": False},
+}
+_LIST_FIELDS = {"expected"}
+# The field that identifies a record: duplicates and leakage are judged on it.
+KEY_FIELD = {"sft": "instruction", "eval": "instruction", "preference": "prompt", "out_of_scope": "text"}
+_CHAR_LIMITS = {"instruction": (MIN_QUESTION_CHARS, MAX_QUESTION_CHARS),
+                "prompt": (MIN_QUESTION_CHARS, MAX_QUESTION_CHARS),
+                "text": (MIN_QUESTION_CHARS, MAX_QUESTION_CHARS)}
+_WORD_LIMITS = {("sft", "output"): (MIN_ANSWER_WORDS, MAX_ANSWER_WORDS),
+                ("eval", "output"): (MIN_ANSWER_WORDS, MAX_ANSWER_WORDS),
+                ("preference", "chosen"): (MIN_ANSWER_WORDS, MAX_ANSWER_WORDS),
+                ("preference", "rejected"): (MIN_REJECTED_WORDS, MAX_REJECTED_WORDS)}
+_TOKEN = re.compile(r"[a-z0-9]+")
+_KIND_PREFIXES: tuple[tuple[str, Kind], ...] = (
+    ("train", "sft"), ("eval", "eval"), ("preference", "preference"), ("out_of_scope", "out_of_scope"))
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def infer_kind(path: str | Path) -> Kind | None:
+    """The kind of data file, from its name (train*.jsonl -> sft, ...)."""
+    name = Path(path).name.lower()
+    if name.startswith("handbook") and name.endswith(".md"):
+        return "handbook"
+    return next((kind for prefix, kind in _KIND_PREFIXES if name.startswith(prefix)), None)
+
+
+# --- checks on one file --------------------------------------------------
+
+
+def _value_problems(kind: str, name: str, value: object, required: bool) -> list[str]:
+    """What is wrong with one field's value, as messages about that field."""
+    if name in _LIST_FIELDS:
+        if not isinstance(value, list):
+            return [f"must be a list of strings, got {json_type(value)}"]
+        if not value:
+            return ["is empty"]
+        return [f"item {i} is empty" if isinstance(item, str) else f"item {i} must be a string, got {json_type(item)}"
+                for i, item in enumerate(value, start=1) if not isinstance(item, str) or not item.strip()]
+    if not isinstance(value, str):
+        return [f"must be a string, got {json_type(value)}"]
+    if not value.strip():
+        return ["is empty"] if required else []
+    if name in _CHAR_LIMITS:
+        low, high = _CHAR_LIMITS[name]
+        if not low <= len(value.strip()) <= high:
+            return [f"has {_plural(len(value.strip()), 'character')}; expected {low}-{high}"]
+    if (kind, name) in _WORD_LIMITS:
+        low, high = _WORD_LIMITS[kind, name]
+        if not low <= len(value.split()) <= high:
+            return [f"has {_plural(len(value.split()), 'word')}; expected {low}-{high}"]
+    return []
+
+
+def _dedup_key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def check_rows(kind: str, rows: Sequence[Row], path: str | Path) -> list[Problem]:
+    """Fields, types, lengths, duplicates and (eval) expected-in-output, per record."""
+    shown = display_path(path)
+    problems: list[Problem] = []
+    first_line: dict[str, int] = {}
+    key = KEY_FIELD[kind]
+    for row in rows:
+        values = row.values
+        for name, required in FIELDS[kind].items():
+            if name in values:
+                messages = _value_problems(kind, name, values[name], required)
+            else:
+                messages = ["is missing"] if required else []
+            problems += [Problem(shown, row.line, name, message) for message in messages]
+        text = values.get(key)
+        if isinstance(text, str) and text.strip():
+            earlier = first_line.setdefault(_dedup_key(text), row.line)
+            if earlier != row.line:
+                problems.append(Problem(shown, row.line, key, f"duplicates line {earlier}"))
+        output, expected = values.get("output"), values.get("expected")
+        if kind == "eval" and isinstance(output, str) and isinstance(expected, list) \
+                and all(isinstance(item, str) for item in expected):
+            absent = missing(output, [item for item in expected if item.strip()])
+            if absent:
+                problems.append(Problem(shown, row.line, "expected",
+                                        "not found in output: " + ", ".join(repr(item) for item in absent)))
+    return problems
+
+
+def check_mapping(kind: str, mapping: MappingSpec, path: str | Path) -> list[Problem]:
+    """A mapping target that is not one of our fields is almost surely a typo."""
+    fields = FIELDS[kind]
+    return [Problem(display_path(path), None, None,
+                    f"mapping target '{target}' is not a {kind} field; fields are: {', '.join(fields)}")
+            for target in as_mapping(mapping) if target not in fields]
+
+
+def check_file_rows(path: str | Path, kind: str, mapping: MappingSpec = None) -> tuple[list[Row], list[Problem]]:
+    """Read a data file leniently and run every check that needs only that file."""
+    if kind not in FIELDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(FIELDS)}")
+    problems = check_mapping(kind, mapping, path)
+    if problems:
+        return [], problems
+    rows, problems = scan_rows(path, mapping)
+    if not rows and not problems:
+        problems.append(Problem(display_path(path), None, None, "has no records"))
+    return rows, problems + check_rows(kind, rows, path)
+
+
+def check_handbook(facts: Sequence[Fact], path: str | Path, dept: str | None = None) -> list[Problem]:
+    """Duplicate ids, no facts at all, and (given the department) ids with another prefix."""
+    shown = display_path(path)
+    if not facts:
+        return [Problem(shown, None, None, "has no facts (expected bullet lines like '- **HR-07** text')")]
+    problems: list[Problem] = []
+    first_line: dict[str, int] = {}
+    prefix = FACT_PREFIXES.get(dept or "")
+    for fact in facts:
+        earlier = first_line.setdefault(fact.id, fact.line)
+        if earlier != fact.line:
+            problems.append(Problem(shown, fact.line, None, f"fact id '{fact.id}' duplicates line {earlier}"))
+        if prefix and not fact.id.startswith(prefix + "-"):
+            problems.append(Problem(shown, fact.line, None,
+                                    f"fact id '{fact.id}' should start with '{prefix}-' in the {dept} handbook"))
+    return problems
+
+
+def _handbook_report(path: Path, dept: str | None = None) -> tuple[list[Fact], list[Problem]]:
+    facts, problems = scan_handbook(path)
+    if path.exists():
+        problems += check_handbook(facts, path, dept)
+    return facts, problems
+
+
+# --- checks across files --------------------------------------------------
+
+
+def _check_fact_ids(rows: Sequence[Row], path: str | Path, fact_ids: set[str]) -> list[Problem]:
+    shown = display_path(path)
+    problems = []
+    for row in rows:
+        fact = row.values.get("fact")
+        if isinstance(fact, str) and fact.strip() and fact not in fact_ids:  # type problems are reported already
+            problems.append(Problem(shown, row.line, "fact", f"is '{fact}', which is not in the handbook"))
+    return problems
+
+
+def _check_coverage(rows: Sequence[Row], path: str | Path, facts: Sequence[Fact], needed: int) -> list[Problem]:
+    counts = Counter(row.values.get("fact") for row in rows)
+    shown = display_path(path)
+    seen: set[str] = set()
+    problems = []
+    for fact in facts:
+        if fact.id not in seen and counts[fact.id] < needed:
+            problems.append(Problem(shown, None, None,
+                                    f"fact '{fact.id}' has {_plural(counts[fact.id], 'record')}; "
+                                    f"needs at least {needed}"))
+        seen.add(fact.id)
+    return problems
+
+
+def _tokens(text: object) -> frozenset[str]:
+    return frozenset(_TOKEN.findall(text.lower())) if isinstance(text, str) else frozenset()
+
+
+def check_leakage(train_rows: Sequence[Row], train_path: str | Path,
+                  eval_rows: Sequence[Row], eval_path: str | Path) -> list[Problem]:
+    """Eval instructions that reword a train instruction (Jaccard >= LEAK_JACCARD)."""
+    train = [(row.line, tokens) for row in train_rows if (tokens := _tokens(row.values.get("instruction")))]
+    train_shown, eval_shown = display_path(train_path), display_path(eval_path)
+    problems = []
+    for row in eval_rows:
+        tokens = _tokens(row.values.get("instruction"))
+        if not tokens:
+            continue
+        best_line, best = 0, 0.0
+        for line, train_tokens in train:
+            score = len(tokens & train_tokens) / len(tokens | train_tokens)
+            if score > best:
+                best_line, best = line, score
+        if best >= LEAK_JACCARD:
+            problems.append(Problem(eval_shown, row.line, "instruction",
+                                    f"leaks from {train_shown}:{best_line} (Jaccard {best:.2f} >= {LEAK_JACCARD})"))
+    return problems
+
+
+def _data_report(path: Path, kind: str, mapping: MappingSpec,
+                 facts: Sequence[Fact] | None) -> tuple[list[Row], list[Problem]]:
+    rows, problems = check_file_rows(path, kind, mapping)
+    # Without facts (or without the file) the problem already reported says it
+    # all; checking against nothing would flag every record or every fact.
+    if facts and path.exists():
+        problems += _check_fact_ids(rows, path, {fact.id for fact in facts})
+        if kind == "sft":
+            problems += _check_coverage(rows, path, facts, MIN_TRAIN_QUESTIONS_PER_FACT)
+        elif kind == "eval":
+            problems += _check_coverage(rows, path, facts, MIN_EVAL_QUESTIONS_PER_FACT)
+    return rows, problems
+
+
+# --- public entry points --------------------------------------------------
+
+
+def validate_file(path: str | Path, kind: Kind | None = None, mapping: MappingSpec = None,
+                  handbook: str | Path | Sequence[Fact] | None = None) -> list[Problem]:
+    """Every problem in one data file; with a handbook, also fact ids and coverage."""
+    path = Path(path)
+    kind = kind or infer_kind(path)
+    if kind is None:
+        return [Problem(display_path(path), None, None,
+                        "cannot tell the kind of file from its name; pass kind= one of: "
+                        f"{', '.join([*FIELDS, 'handbook'])}")]
+    if kind == "handbook":
+        return _handbook_report(path)[1]
+    facts, handbook_problems = None, []
+    if isinstance(handbook, (str, Path)):
+        facts, handbook_problems = _handbook_report(Path(handbook))
+    elif handbook is not None:
+        facts = list(handbook)
+    _, problems = _data_report(path, kind, mapping, facts)
+    return problems + handbook_problems
+
+
+def _is_bundled(data_dir: str | Path) -> bool:
+    return Path(data_dir).resolve() == DATA_DIR.resolve()
+
+
+def _too_few(path: Path, what: str, count: int, needed: int) -> list[Problem]:
+    if not path.exists() or count >= needed:
+        return []  # a missing file is already reported as such
+    return [Problem(display_path(path), None, None,
+                    f"has {_plural(count, what)}; the bundled data needs at least {needed}")]
+
+
+def validate_department(dept: str, data_dir: str | Path = DATA_DIR, *,
+                        require_minimums: bool | None = None) -> list[Problem]:
+    """Every problem in one department's handbook, train, eval and preference files.
+
+    Minimum sizes apply to the bundled data only, unless require_minimums says otherwise.
+    """
+    files = department_files(dept, data_dir)
+    minimums = _is_bundled(data_dir) if require_minimums is None else require_minimums
+    facts, problems = _handbook_report(files.handbook, dept)
+    train_rows, train_problems = _data_report(files.train, "sft", None, facts)
+    eval_rows, eval_problems = _data_report(files.eval, "eval", None, facts)
+    problems += train_problems + eval_problems + check_leakage(train_rows, files.train, eval_rows, files.eval)
+    preference_rows: list[Row] = []
+    if files.preference.exists() or (minimums and dept in MIN_BUNDLED_PREFERENCES):
+        preference_rows, preference_problems = _data_report(files.preference, "preference", None, facts)
+        problems += preference_problems
+    if minimums:
+        problems += _too_few(files.handbook, "fact", len({fact.id for fact in facts}), MIN_BUNDLED_FACTS)
+        problems += _too_few(files.train, "record", len(train_rows), MIN_BUNDLED_TRAIN)
+        problems += _too_few(files.eval, "record", len(eval_rows), MIN_BUNDLED_EVAL)
+        problems += _too_few(files.preference, "pair", len(preference_rows), MIN_BUNDLED_PREFERENCES.get(dept, 0))
+    return problems
+
+
+def validate_bundle(data_dir: str | Path = DATA_DIR, *, require_minimums: bool | None = None) -> list[Problem]:
+    """Every problem in all five departments plus the router's out-of-scope set."""
+    minimums = _is_bundled(data_dir) if require_minimums is None else require_minimums
+    problems = [problem for dept in DEPARTMENTS
+                for problem in validate_department(dept, data_dir, require_minimums=minimums)]
+    out_of_scope = Path(data_dir) / OUT_OF_SCOPE_FILE
+    rows, router_problems = check_file_rows(out_of_scope, "out_of_scope")
+    problems += router_problems
+    if minimums:
+        problems += _too_few(out_of_scope, "record", len(rows), MIN_BUNDLED_OUT_OF_SCOPE)
+    return problems
+
+
+# --- stats ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DepartmentStats:
+    department: str
+    facts: int
+    train_records: int
+    eval_records: int
+    facts_covered_4plus: int  # facts with >= MIN_TRAIN_QUESTIONS_PER_FACT train records
+    mean_answer_tokens: float  # over train outputs
+    preference_pairs: int
+
+
+def department_stats(dept: str, count_tokens: Callable[[str], int],
+                     data_dir: str | Path = DATA_DIR) -> DepartmentStats:
+    """Sizes of a department's data; raises DatasetError if a file is invalid."""
+    files = department_files(dept, data_dir)
+    facts = load_handbook(files.handbook)
+    train = load_sft(files.train)
+    evals = load_eval(files.eval)
+    preferences = load_preferences(files.preference) if files.preference.exists() else []
+    per_fact = Counter(record.fact for record in train)
+    return DepartmentStats(
+        department=dept,
+        facts=len(facts),
+        train_records=len(train),
+        eval_records=len(evals),
+        facts_covered_4plus=sum(per_fact[fact.id] >= MIN_TRAIN_QUESTIONS_PER_FACT for fact in facts),
+        mean_answer_tokens=sum(count_tokens(r.output) for r in train) / len(train) if train else 0.0,
+        preference_pairs=len(preferences),
+    )
