@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.departments import TARGETS
+from core.yaml_file import YamlFileError, read_yaml_mapping
 from inference.base import GenerationParams
 from inference.base_model import BUNDLED_BASE
 
@@ -94,32 +94,15 @@ def load_settings(config_file: Path | None = None) -> Settings:
     """Settings from the environment and `config_file` (or $SWITCHBOARD_CONFIG)."""
     if config_file is None and os.environ.get(CONFIG_ENV):
         config_file = Path(os.environ[CONFIG_ENV])
-    file_values, lines = _read_yaml(config_file) if config_file else ({}, {})
+    try:
+        file_values, lines = read_yaml_mapping(config_file) if config_file else ({}, {})
+    except YamlFileError as error:
+        raise SettingsError(str(error)) from None
     _reject_unknown_env()
     try:
         return Settings(**file_values)
     except ValidationError as error:
         raise SettingsError(_describe(error, config_file, lines)) from None
-
-
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """The file's top-level mapping, and the line each key is on."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text)
-        values = yaml.safe_load(text)
-    except OSError as error:
-        raise SettingsError(f"{path}: cannot read the config file ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SettingsError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from None
-    if values is None:
-        return {}, {}
-    if not isinstance(values, dict):
-        raise SettingsError(f"{path}:1: the config file must be a mapping of setting: value")
-    lines = {key.value: key.start_mark.line + 1 for key, _ in node.value}
-    return values, lines
 
 
 def _reject_unknown_env() -> None:

@@ -9,7 +9,6 @@ requests take the model in turn.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,7 @@ from core.departments import BASE, DEPARTMENTS
 from core.messages import Turn
 from inference.base import DepartmentModel, Generation, GenerationParams, InputTooLong, NotReady
 from inference.chat_format import encode_chat
+from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
 from inference.registry import Artifact, read_registry
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,12 @@ class LocalBackend:
 
     def load(self, base_model: str) -> None:
         """Load `base_model` (a path or hub id) and every registered department (blocking)."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self._base_model = base_model
-        device = _pick_device(self._device_setting)
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        device = pick_device(self._device_setting)
         tokenizer = AutoTokenizer.from_pretrained(self._base_model)
-        base = AutoModelForCausalLM.from_pretrained(self._base_model, dtype=dtype).to(device).eval()
+        base = load_causal_lm(self._base_model, device)
         registry = read_registry(self._models_dir)
         shared: Any = base  # becomes the PEFT model once an adapter is attached
         loaded: dict[str, _Served] = {}
@@ -76,12 +74,12 @@ class LocalBackend:
         for department, artifact in registry.artifacts.items():
             try:
                 if artifact.kind == "adapter":
-                    shared = _attach_adapter(shared, artifact)
+                    shared = attach_adapter(shared, artifact)
                     loaded[department] = _Served(None, tokenizer, department, _info(artifact))
                 else:
-                    model = AutoModelForCausalLM.from_pretrained(artifact.path, dtype=dtype)
+                    model = load_causal_lm(artifact.path, device)
                     loaded[department] = _Served(
-                        model.to(device).eval(), _tokenizer_for(artifact.path, tokenizer), None,
+                        model, tokenizer_for(artifact.path, tokenizer), None,
                         _info(artifact),
                     )
             except Exception as error:  # a broken artifact must fall back, never crash
@@ -262,45 +260,8 @@ class _TextStreamer:
         pass
 
 
-def _attach_adapter(model: Any, artifact: Artifact) -> Any:
-    """Attach a PEFT adapter named after its department; returns the PEFT model."""
-    from peft import PeftConfig, PeftModel
-
-    _check_adapter_files(artifact.path)
-    PeftConfig.from_pretrained(str(artifact.path))  # a bad config fails here, before any change
-    if isinstance(model, PeftModel):
-        try:
-            model.load_adapter(str(artifact.path), adapter_name=artifact.department)
-        except Exception:
-            if artifact.department in model.peft_config:
-                model.delete_adapter(artifact.department)
-            raise
-        return model
-    return PeftModel.from_pretrained(model, str(artifact.path), adapter_name=artifact.department).eval()
-
-
-def _check_adapter_files(path: Path) -> None:
-    from safetensors import safe_open
-
-    if not path.is_dir():
-        raise FileNotFoundError("the directory does not exist")
-    json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-    weights = path / "adapter_model.safetensors"
-    with safe_open(str(weights), framework="pt") as handle:
-        if not list(handle.keys()):
-            raise ValueError(f"{weights} holds no tensors")
-
-
 def _info(artifact: Artifact) -> DepartmentModel:
     return DepartmentModel(artifact.department, artifact.kind, str(artifact.path))
-
-
-def _tokenizer_for(path: Path, fallback: Any) -> Any:
-    from transformers import AutoTokenizer
-
-    if (path / "tokenizer_config.json").exists():
-        return AutoTokenizer.from_pretrained(path)
-    return fallback
 
 
 def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -310,14 +271,6 @@ def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
-
-
-def _pick_device(setting: str) -> str:
-    import torch
-
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return setting
 
 
 def _brief(error: Exception) -> str:

@@ -60,5 +60,5 @@ def test_invalid_yaml_and_unknown_department_prompt(tmp_path):
 def test_config_file_from_environment_and_missing_file(tmp_path, monkeypatch):
     missing = tmp_path / "nope.yaml"
     monkeypatch.setenv("SWITCHBOARD_CONFIG", str(missing))
-    with pytest.raises(SettingsError, match="cannot read the config file"):
+    with pytest.raises(SettingsError, match="cannot read the file"):
         load_settings()
