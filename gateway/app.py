@@ -30,11 +30,14 @@ def create_app(settings: Settings | None = None, components: Components | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.load_error = None
-        loading = asyncio.create_task(_load(app, components))
+        tasks = [asyncio.create_task(_load(app, components))]
+        if components.settings.reload_interval_seconds > 0:
+            tasks.append(asyncio.create_task(components.watch_registry(components.settings.reload_interval_seconds)))
         try:
             yield
         finally:
-            loading.cancel()
+            for task in tasks:
+                task.cancel()
             if owned:
                 components.close()
 

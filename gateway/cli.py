@@ -146,9 +146,15 @@ def ask(text: Annotated[str, typer.Argument(help="The message to answer.")]) -> 
     }, ensure_ascii=False))
 
 
-@app.command()
-def models() -> None:
+models_app = typer.Typer(help="What serves each department; roll back a promotion.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(ctx: typer.Context) -> None:
     """Show what serves each department and where it came from."""
+    if ctx.invoked_subcommand:
+        return
     components = _started(_settings())
     table = Table("department", "serving", "source", "note")
     for entry in components.backend.models():
@@ -156,6 +162,21 @@ def models() -> None:
         table.add_row(entry.department, entry.serving, entry.source, note)
     components.close()
     Console().print(table)
+
+
+@models_app.command("rollback")
+def models_rollback(department: Annotated[str, typer.Argument(help="Department to roll back.")]) -> None:
+    """Make the previous version live again (the current one is kept as a candidate)."""
+    from training.promotion import RegistryError, rollback
+
+    settings = _settings()
+    _check_department(department)
+    try:
+        restored = rollback(settings.models_path, department)
+    except RegistryError as error:
+        _fail(str(error))
+    live = f"{restored.method} {restored.path}" if restored else "the base model"
+    console.print(f"{department}: now serving {live}; a running server picks it up within seconds")
 
 
 @app.command()
@@ -251,10 +272,111 @@ def data_stats() -> None:
 def _base_tokenizer(settings: Settings):  # noqa: ANN202
     from transformers import AutoTokenizer
 
+    return AutoTokenizer.from_pretrained(_resolved_base(settings))
+
+
+@app.command()
+def train(
+    target: Annotated[str, typer.Argument(help="A department, 'all', or 'router'.")],
+    method: Annotated[str | None, typer.Option(help="full, lora, qlora or dpo (default: the recipe's).")] = None,
+    base: Annotated[str | None, typer.Option(help="Base model to train on (default: base_model setting).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (default: the recipe's).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Recipe YAML (default: training/recipes/<dept>.yaml).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print parameters, steps and estimated time; do not train.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the last unfinished run from its checkpoint.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if accuracy is below the live model's.")] = False,
+) -> None:
+    """Train department models (evaluated, then promoted if they are at least as good)."""
+    from training.recipe import RecipeError, default_recipe, load_recipe
+
+    settings = _settings()
+    departments = _targets(target)
+    base_model = _resolved_base(settings)
+    for department in departments:
+        try:
+            recipe = load_recipe(config) if config else default_recipe(department)
+            recipe = recipe.with_overrides(method=method, base=base, epochs=epochs)
+        except RecipeError as error:
+            _fail(str(error), 2)
+        _train_one(settings, department, recipe, base_model, dry_run=dry_run, resume=resume, force=force)
+
+
+def _train_one(settings: Settings, department: str, recipe, base_model: str, *,  # noqa: ANN001
+               dry_run: bool, resume: bool, force: bool) -> None:
+    from inference.prompts import system_prompts
+    from training.department import make_job, plan, train_department
+
+    job = make_job(department, recipe, base_model, settings.models_path, system_prompts(settings.system_prompts),
+                   resume=resume)
+    if dry_run:
+        estimate = plan(job)
+        print(json.dumps({
+            "department": department, "method": recipe.method, "trainable_params": estimate.trainable_params,
+            "total_params": estimate.total_params,
+            "trainable_percent": round(100 * estimate.trainable_params / estimate.total_params, 3),
+            "examples": estimate.examples, "steps": estimate.steps,
+            "estimated_minutes": round(estimate.estimated_seconds / 60, 1),
+        }))
+        return
+    console.print(f"[bold]{department}[/bold]: {recipe.method} on {job.base_model} -> {job.run_dir}")
+    outcome = train_department(job, settings.models_path, settings.home / "reports", force=force,
+                               device=settings.device)
+    seconds = sum(stage.seconds for stage in outcome.result.stages)
+    verdict = "[green]promoted[/green]" if outcome.decision.promoted else "[yellow]not promoted[/yellow]"
+    console.print(
+        f"{department}: trained in {seconds / 60:.1f} min; fact accuracy base {outcome.base.accuracy:.1%} -> "
+        f"trained {outcome.trained.accuracy:.1%}; {verdict} ({outcome.decision.reason}); report {outcome.report}"
+    )
+
+
+@app.command("eval")
+def evaluate(target: Annotated[str, typer.Argument(help="A department, 'all', or 'router'.")]) -> None:
+    """Fact accuracy on eval.jsonl: the base model vs the live (or newest candidate) model."""
+    from inference.prompts import system_prompts
+    from training.department import evaluate_pair, live_artifact
+    from training.evaluation import write_report
+
+    settings = _settings()
+    departments = _targets(target)
+    base_model = _resolved_base(settings)
+    prompts = system_prompts(settings.system_prompts)
+    table = Table("department", "base", "trained", "gain", "trained model")
+    for department in departments:
+        artifact = live_artifact(settings.models_path, department)
+        with console.status(f"Evaluating {department}..."):
+            base_eval, trained_eval = evaluate_pair(department, base_model, artifact, prompts[department],
+                                                    device=settings.device)
+        evaluations = [base_eval] + ([trained_eval] if trained_eval else [])
+        report = write_report(settings.home / "reports", department, evaluations, {"base_model": base_model})
+        console.print(f"{department}: report {report}")
+        trained = f"{trained_eval.accuracy:.1%}" if trained_eval else "-"
+        gain = f"{100 * (trained_eval.accuracy - base_eval.accuracy):+.1f} pts" if trained_eval else "-"
+        table.add_row(department, f"{base_eval.accuracy:.1%}", trained, gain,
+                      str(artifact.path.relative_to(settings.models_path)) if artifact else "(none: base)")
+    Console().print(table)
+
+
+def _targets(target: str) -> list[str]:
+    from core.departments import DEPARTMENTS
+
+    if target == "all":
+        return list(DEPARTMENTS)
+    _check_department(target)
+    return [target]
+
+
+def _check_department(name: str) -> None:
+    from core.departments import DEPARTMENTS
+
+    if name not in DEPARTMENTS:
+        _fail(f"unknown department {name!r}; use one of {', '.join(DEPARTMENTS)} or 'all'", 2)
+
+
+def _resolved_base(settings: Settings) -> str:
     from inference.base_model import BaseModelError, resolve_base_model
 
     try:
-        return AutoTokenizer.from_pretrained(resolve_base_model(settings.base_model, settings.home))
+        return resolve_base_model(settings.base_model, settings.home)
     except BaseModelError as error:
         _fail(str(error))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from gateway.settings import Settings
 from inference.base_model import resolve_base_model
 from inference.local import LocalBackend
 from inference.prompts import system_prompts
+from inference.registry import REGISTRY_FILE
 from memory.in_process import InProcessMemory
 from router.base import Router
 from router.commands import CommandRouter, FallbackRouter
@@ -32,6 +34,29 @@ class Components:
         )
         self.backend.load(base)
         log.info("models loaded from %s", base)
+
+    def registry_signature(self) -> tuple[int, int] | None:
+        """Changes whenever training promotes or rolls back a model."""
+        try:
+            stat = (self.settings.models_path / REGISTRY_FILE).stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    async def watch_registry(self, interval: float) -> None:
+        """Hot deploy: reload the models whenever the registry changes."""
+        seen = self.registry_signature()
+        while True:
+            await asyncio.sleep(interval)
+            current = self.registry_signature()
+            if current == seen or not self.backend.ready:
+                continue
+            seen = current
+            log.info("registry changed; reloading models")
+            try:
+                await asyncio.to_thread(self.backend.reload)
+            except Exception:  # keep serving the models already loaded
+                log.exception("reloading models failed; still serving the previous ones")
 
     def close(self) -> None:
         self.backend.close()

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     memory_window: int = Field(default=8, ge=1, le=200, description="Turns (messages) kept per conversation.")
     memory_ttl_seconds: int = Field(default=86_400, ge=1, description="Idle conversations are forgotten after this.")
     max_input_chars: int = Field(default=4000, ge=1, description="Longest accepted user message.")
+    reload_interval_seconds: float = Field(
+        default=2.0, ge=0, description="How often `serve` checks the registry for promoted models (0: never)."
+    )
     host: str = Field(default="127.0.0.1", description="`switchboard serve` address.")
     port: int = Field(default=8000, ge=1, le=65535, description="`switchboard serve` port.")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")

@@ -61,9 +61,18 @@ class LocalBackend:
 
     def load(self, base_model: str) -> None:
         """Load `base_model` (a path or hub id) and every registered department (blocking)."""
+        self._base_model = base_model
+        self.reload()
+
+    def reload(self) -> None:
+        """Load the registry's models afresh, then swap them in (blocking).
+
+        Requests already generating keep the models they started with; new
+        requests get the new ones. The old models are freed when the last
+        request holding them finishes.
+        """
         from transformers import AutoTokenizer
 
-        self._base_model = base_model
         device = pick_device(self._device_setting)
         tokenizer = AutoTokenizer.from_pretrained(self._base_model)
         base = load_causal_lm(self._base_model, device)
@@ -97,7 +106,7 @@ class LocalBackend:
                 log.warning("%s: %s; serving the base model with its system prompt", department, note)
             info = DepartmentModel(department, "base", self._base_model, note=note)
             served[department] = _Served(shared, tokenizer, no_adapter, info)
-        self._served = served
+        self._served = served  # one reference swap: readers see the old or the new set, never a mix
         self._ready.set()
 
     def models(self) -> list[DepartmentModel]:

@@ -62,6 +62,11 @@ def tiny_model_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
+    # Random weights favour special tokens, which decode to nothing; silence them
+    # (tied embeddings: a zero row gives a zero logit) so replies have visible text.
+    with torch.no_grad():
+        special = [i for i, token in tokenizer.added_tokens_decoder.items() if token.special]
+        model.get_input_embeddings().weight[special] = 0
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
@@ -72,7 +77,8 @@ def tiny_model_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def make_settings(home: Path, base_model: Path | str, **values: object) -> Settings:
-    return Settings(home=home, base_model=str(base_model), models_dir=home / "models", **values)
+    values.setdefault("models_dir", home / "models")
+    return Settings(home=home, base_model=str(base_model), **values)
 
 
 def started(settings: Settings) -> Components:

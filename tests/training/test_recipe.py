@@ -1,0 +1,29 @@
+import pytest
+
+from training.recipe import Recipe, RecipeError, default_recipe, load_recipe
+
+
+def test_bundled_recipes_follow_the_course():
+    methods = {d: default_recipe(d).method for d in ("hr", "healthcare", "marketing", "sales", "finance")}
+    assert methods == {"hr": "full", "healthcare": "lora", "marketing": "qlora", "sales": "lora", "finance": "dpo"}
+
+
+def test_unknown_key_names_file_line_and_suggests(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: lora\nepochs: 2\nlora_rank: 8\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(recipe)
+    assert f"{recipe}:3: field 'lora_rank': unknown recipe key; did you mean lora_r?" in str(error.value)
+
+
+def test_bad_values_name_the_field(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: sgd\nlearning_rate: -1\n")
+    message = str(pytest.raises(RecipeError, load_recipe, recipe).value)
+    assert f"{recipe}:1: field 'method'" in message and f"{recipe}:2: field 'learning_rate'" in message
+
+
+def test_command_line_overrides_are_validated_too():
+    assert Recipe().with_overrides(method="qlora", epochs=None).method == "qlora"
+    with pytest.raises(RecipeError, match="command line: field 'epochs'"):
+        Recipe().with_overrides(epochs=0)

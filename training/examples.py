@@ -1,0 +1,69 @@
+"""Training examples built with the same chat format the server uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from core.messages import Turn
+from inference.chat_format import encode_chat, render_chat
+from training.datasets import PreferenceRecord, SftRecord
+
+IGNORE_INDEX = -100  # label value the loss skips
+
+
+def user_text(instruction: str, context: str) -> str:
+    """The user's message: alpaca's instruction, plus its optional input as context."""
+    return f"{instruction}\n\n{context}" if context.strip() else instruction
+
+
+def sft_features(
+    tokenizer: Any, system_prompt: str, record: SftRecord, max_length: int
+) -> dict[str, list[int]] | None:
+    """input_ids and labels with the prompt masked; None if the prompt alone fills max_length."""
+    question = [Turn("user", user_text(record.instruction, record.input))]
+    prompt = encode_chat(tokenizer, system_prompt, question, add_generation_prompt=True)
+    full = encode_chat(
+        tokenizer, system_prompt, [*question, Turn("assistant", record.output)], add_generation_prompt=False
+    )
+    if full[: len(prompt)] != prompt:
+        raise ValueError("the chat template renders the prompt differently inside a full conversation")
+    answer = full[len(prompt):]
+    # The answer must end the turn, or the trained model never learns to stop.
+    if tokenizer.eos_token_id not in answer:
+        answer.append(tokenizer.eos_token_id)
+    if len(prompt) >= max_length - 8:
+        return None
+    input_ids = (prompt + answer)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt) + answer)[:max_length]
+    return {"input_ids": input_ids, "labels": labels}
+
+
+def sft_dataset(tokenizer: Any, system_prompt: str, records: Sequence[SftRecord], max_length: int):  # noqa: ANN201
+    """A `datasets.Dataset` of features; examples whose prompt overflows are dropped."""
+    from datasets import Dataset
+
+    rows = [f for r in records if (f := sft_features(tokenizer, system_prompt, r, max_length)) is not None]
+    if not rows:
+        raise ValueError(f"no example fits max_length={max_length}; raise it in the recipe")
+    return Dataset.from_list(rows)
+
+
+def preference_dataset(tokenizer: Any, system_prompt: str, records: Sequence[PreferenceRecord]):  # noqa: ANN201
+    """prompt/chosen/rejected strings; the prompt is rendered by our chat template.
+
+    TRL appends the end-of-turn token to chosen and rejected, exactly where the
+    template would close the assistant turn.
+    """
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {
+            "prompt": render_chat(
+                tokenizer, system_prompt, [Turn("user", user_text(r.prompt, r.input))], add_generation_prompt=True
+            ),
+            "chosen": r.chosen,
+            "rejected": r.rejected,
+        }
+        for r in records
+    ])

@@ -1,0 +1,348 @@
+"""Train and evaluate the learned router (router/learned.py).
+
+Data: the instructions of every department's train.jsonl (label = department)
+and router/out_of_scope.jsonl (label = base). One stratified split with a fixed
+seed gives TRAIN (fit), VALIDATION (the confidence threshold) and TEST (only
+ever measured). The split is re-derived from the data and the seed stored in
+router.json, and a fingerprint of the data guards against evaluating on a test
+split that a changed data set would have mixed into training.
+
+With `augment` (the default) the classifier also learns each department's
+vocabulary from the answers of its TRAIN records and its handbook's facts:
+questions use words the few training questions never did ("tourniquet",
+"IRN"), and answers and handbooks hold them. Answers of VALIDATION/TEST
+records are never used, so no test question's own answer leaks in.
+
+    python -m training.router_training OUT_DIR [--method tfidf-svm] [--no-augment] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.svm import LinearSVC
+
+from core.departments import BASE, DEPARTMENTS, TARGETS
+from router.learned import (
+    FORMAT_VERSION,
+    METADATA_FILE,
+    METHODS,
+    MODEL_FILE,
+    LearnedRouter,
+    MiniLMEmbedder,
+    RouterMetadata,
+    load_learned_router,
+)
+from training.datasets import (
+    DATA_DIR,
+    OUT_OF_SCOPE_FILE,
+    department_files,
+    load_eval,
+    load_handbook,
+    load_out_of_scope,
+    load_sft,
+)
+
+# Chosen by measurement (bench/router_compare.py, numbers in its docstring):
+# the only candidate that trains in seconds and routes in under 5 ms; the
+# MiniLM hybrid is more accurate but ~20 ms a message and ~50 s to train.
+DEFAULT_METHOD = "tfidf-svm"
+TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.15  # of the whole data set
+SWITCH_PRECISION = 0.99  # how sure a short follow-up must be to leave its conversation's department
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: str
+    answer: str = ""  # the record's output, for augmentation; "" for out-of-scope texts
+
+
+@dataclass(frozen=True)
+class Split:
+    train: tuple[Example, ...]
+    validation: tuple[Example, ...]
+    test: tuple[Example, ...]
+    data_sha256: str
+
+
+@dataclass(frozen=True)
+class ClassCount:
+    """How one true label fared on the test split."""
+
+    label: str
+    support: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.support if self.support else 0.0
+
+
+@dataclass(frozen=True)
+class RouterEvaluation:
+    """Routing quality on the held-out TEST split (empty history: a conversation's first message).
+
+    confusion[i][j] counts messages of true label labels[i] routed to labels[j].
+    unseen_wording_accuracy: department accuracy on <dept>/eval.jsonl, whose
+    questions are worded unlike train (None when those files are absent).
+    """
+
+    method: str
+    threshold: float
+    switch_threshold: float
+    n_test: int
+    department_accuracy: float
+    out_of_scope_to_base: float
+    labels: tuple[str, ...]
+    confusion: tuple[tuple[int, ...], ...]
+    per_class: tuple[ClassCount, ...]
+    unseen_wording_accuracy: float | None
+    n_unseen_wording: int
+
+
+@dataclass(frozen=True)
+class RouterTrainingReport:
+    method: str
+    augmented: bool
+    directory: Path
+    threshold: float
+    switch_threshold: float
+    n_train: int
+    n_validation: int
+    n_test: int
+    train_seconds: float  # fitting + threshold; what a first start waits for
+    evaluation: RouterEvaluation
+
+
+def load_examples(data_dir: str | Path = DATA_DIR) -> list[Example]:
+    """Every routing example in file order: department instructions, then out-of-scope texts."""
+    examples = [Example(r.instruction.strip(), dept, r.output)
+                for dept in DEPARTMENTS for r in load_sft(department_files(dept, data_dir).train)]
+    out_of_scope = load_out_of_scope(Path(data_dir) / OUT_OF_SCOPE_FILE)
+    examples += [Example(text.strip(), BASE) for text in out_of_scope]
+    return examples
+
+
+def split_examples(examples: Sequence[Example], seed: int = 0) -> Split:
+    """Stratified TRAIN / VALIDATION / TEST split, fixed by `seed`."""
+    labels = [e.label for e in examples]
+    rest, test = train_test_split(list(examples), test_size=TEST_FRACTION, stratify=labels, random_state=seed)
+    train, validation = train_test_split(
+        rest, test_size=VALIDATION_FRACTION / (1 - TEST_FRACTION),
+        stratify=[e.label for e in rest], random_state=seed,
+    )
+    digest = hashlib.sha256("\n".join(sorted(f"{e.label}\t{e.text}" for e in examples)).encode())
+    return Split(tuple(train), tuple(validation), tuple(test), digest.hexdigest())
+
+
+def build_model(method: str, seed: int = 0) -> Pipeline:
+    """An unfitted text -> calibrated-probabilities pipeline for `method`."""
+    if method not in METHODS:
+        raise ValueError(f"unknown router method {method!r}; expected one of {', '.join(METHODS)}")
+    # Words catch topic vocabulary; character n-grams within words catch
+    # typos ("hw many EL dys") and Hinglish spelling variants.
+    tfidf = FeatureUnion([
+        ("words", TfidfVectorizer(sublinear_tf=True)),
+        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True)),
+    ])
+    features: object = {
+        "tfidf-svm": tfidf,
+        "tfidf-lr": tfidf,
+        "minilm-lr": MiniLMEmbedder(),
+        # 0.5: measured by cross-validation on TRAIN+VALIDATION (0.5 beat 1 and 2).
+        "tfidf+minilm-svm": FeatureUnion([("tfidf", tfidf), ("minilm", MiniLMEmbedder(weight=0.5))]),
+    }[method]
+    # balanced: augmentation adds many department texts and none for base;
+    # reweighting keeps base recall up (cross-validated: 89% -> 93%).
+    if method.endswith("-lr"):
+        head: object = LogisticRegression(C=10.0, max_iter=3000, class_weight="balanced", random_state=seed)
+    else:
+        head = LinearSVC(C=0.3, class_weight="balanced", random_state=seed)
+    # ensemble=False: one classifier plus a calibrator fitted on its
+    # cross-validated scores, so routing costs one model, not five.
+    calibrated = CalibratedClassifierCV(head, method="sigmoid", cv=5, ensemble=False)
+    return Pipeline([("features", features), ("classifier", calibrated)])
+
+
+def training_texts(train: Sequence[Example], data_dir: str | Path = DATA_DIR,
+                   augment: bool = True) -> tuple[list[str], list[str]]:
+    """(texts, labels) to fit on: TRAIN examples, plus their answers and the handbooks if `augment`."""
+    pairs = [(e.text, e.label) for e in train]
+    if augment:
+        pairs += [(e.answer, e.label) for e in train if e.answer]
+        for dept in DEPARTMENTS:
+            handbook = department_files(dept, data_dir).handbook
+            if handbook.exists():
+                pairs += [(fact.text, dept) for fact in load_handbook(handbook)]
+    return [text for text, _ in pairs], [label for _, label in pairs]
+
+
+def fit_threshold(probabilities: np.ndarray, labels: Sequence[str], classes: Sequence[str]) -> float:
+    """The threshold that best balances department accuracy and out-of-scope -> base on validation.
+
+    A message whose top probability is under the threshold goes to base, so a
+    higher threshold trades department hits for out-of-scope catches. The score
+    is the mean of the two rates (each family counts equally, though the
+    out-of-scope set is smaller); of equally good thresholds the middle one is
+    kept, furthest from both failure modes.
+    """
+    top, best, truth = probabilities.max(axis=1), _best(probabilities, classes), np.asarray(labels)
+    is_dept = truth != BASE
+    scores = []
+    for t in _CANDIDATES:
+        routed = np.where(top >= t, best, BASE)
+        scores.append(((routed == truth)[is_dept].mean() + (routed == BASE)[~is_dept].mean()) / 2)
+    winners = _CANDIDATES[np.asarray(scores) >= max(scores) - 1e-9]
+    return float(winners[len(winners) // 2])
+
+
+def fit_switch_threshold(probabilities: np.ndarray, labels: Sequence[str], classes: Sequence[str],
+                         floor: float) -> float:
+    """The lowest threshold (>= floor) above which the top label was right SWITCH_PRECISION of the time."""
+    top, right = probabilities.max(axis=1), _best(probabilities, classes) == np.asarray(labels)
+    for t in _CANDIDATES[_CANDIDATES >= floor]:
+        above = top >= t
+        if above.any() and right[above].mean() >= SWITCH_PRECISION:
+            return float(t)
+    return 1.0  # never precise enough: short follow-ups always stay in their conversation
+
+
+_CANDIDATES = np.round(np.arange(0.0, 1.0, 0.01), 2)
+
+
+def _best(probabilities: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    return np.asarray(classes)[probabilities.argmax(axis=1)]
+
+
+def train_router(data_dir: str | Path = DATA_DIR, *, out_dir: Path, method: str = DEFAULT_METHOD,
+                 seed: int = 0, augment: bool = True) -> RouterTrainingReport:
+    """Train, fit the thresholds, measure on TEST and write the artifact into `out_dir` atomically.
+
+    `out_dir` is normally `<models_dir>/router`; an existing router there is replaced.
+    """
+    out_dir = Path(out_dir)
+    split = split_examples(load_examples(data_dir), seed)
+    started = time.perf_counter()
+    model = build_model(method, seed)
+    model.fit(*training_texts(split.train, data_dir, augment))
+    validation = model.predict_proba([e.text for e in split.validation])
+    truth, classes = [e.label for e in split.validation], list(model.classes_)
+    threshold = fit_threshold(validation, truth, classes)
+    switch_threshold = fit_switch_threshold(validation, truth, classes, floor=threshold)
+    train_seconds = time.perf_counter() - started
+
+    metadata = RouterMetadata(
+        format_version=FORMAT_VERSION, method=method, augmented=augment, threshold=threshold,
+        switch_threshold=switch_threshold, labels=TARGETS, seed=seed,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        sklearn_version=sklearn.__version__, data_sha256=split.data_sha256,
+        test_department_accuracy=0.0, test_out_of_scope_to_base=0.0,
+    )
+    evaluation = _evaluate(LearnedRouter(model, metadata), split.test, data_dir)
+    metadata = RouterMetadata(**{**metadata.__dict__,
+                                 "test_department_accuracy": round(evaluation.department_accuracy, 4),
+                                 "test_out_of_scope_to_base": round(evaluation.out_of_scope_to_base, 4)})
+    _write_atomically(out_dir, model, metadata)
+    return RouterTrainingReport(method, augment, out_dir, threshold, switch_threshold, len(split.train),
+                                len(split.validation), len(split.test), train_seconds, evaluation)
+
+
+def evaluate_router(router_dir: Path, data_dir: str | Path = DATA_DIR) -> RouterEvaluation:
+    """Re-measure a trained router on its held-out TEST split (and the unseen-wording eval questions)."""
+    router = load_learned_router(Path(router_dir))
+    split = split_examples(load_examples(data_dir), router.metadata.seed)
+    if split.data_sha256 != router.metadata.data_sha256:
+        # A different data set splits differently: "test" could hold texts the router trained on.
+        raise ValueError(f"the router in {router_dir} was trained on different data than {data_dir}; "
+                         "retrain it before measuring")
+    return _evaluate(router, split.test, data_dir)
+
+
+def _evaluate(router: LearnedRouter, test: Sequence[Example], data_dir: str | Path) -> RouterEvaluation:
+    index = {label: i for i, label in enumerate(TARGETS)}
+    confusion = np.zeros((len(TARGETS), len(TARGETS)), dtype=int)
+    for example in test:
+        confusion[index[example.label], index[router.route(example.text, []).department]] += 1
+    dept = [index[d] for d in DEPARTMENTS]
+    unseen = [(r.instruction, d) for d in DEPARTMENTS if department_files(d, data_dir).eval.exists()
+              for r in load_eval(department_files(d, data_dir).eval)]
+    unseen_hits = sum(router.route(text, []).department == d for text, d in unseen)
+    return RouterEvaluation(
+        method=router.metadata.method,
+        threshold=router.threshold,
+        switch_threshold=router.switch_threshold,
+        n_test=len(test),
+        department_accuracy=float(confusion[dept, dept].sum() / confusion[dept].sum()),
+        out_of_scope_to_base=float(confusion[index[BASE], index[BASE]] / confusion[index[BASE]].sum()),
+        labels=TARGETS,
+        confusion=tuple(tuple(int(n) for n in row) for row in confusion),
+        per_class=tuple(ClassCount(label, int(confusion[i].sum()), int(confusion[i, i]))
+                        for i, label in enumerate(TARGETS)),
+        unseen_wording_accuracy=unseen_hits / len(unseen) if unseen else None,
+        n_unseen_wording=len(unseen),
+    )
+
+
+def _write_atomically(out_dir: Path, model: Pipeline, metadata: RouterMetadata) -> None:
+    # Build next to the target and swap with renames, so a crash or a
+    # concurrent start never sees a half-written router.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    staging = out_dir.with_name(f".{out_dir.name}.tmp-{tag}")
+    staging.mkdir()
+    try:
+        joblib.dump(model, staging / MODEL_FILE)
+        (staging / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+        old = out_dir.with_name(f".{out_dir.name}.old-{tag}")
+        if out_dir.exists():
+            out_dir.rename(old)
+        try:
+            staging.rename(out_dir)
+        except OSError:
+            if old.exists():
+                old.rename(out_dir)  # put the previous router back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Train Switchboard's learned router.")
+    parser.add_argument("out_dir", type=Path, help="where to write the artifact, e.g. <models_dir>/router")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="train on the instructions only, not also on answers and handbooks")
+    args = parser.parse_args()
+    report = train_router(args.data_dir, out_dir=args.out_dir, method=args.method, seed=args.seed,
+                          augment=args.augment)
+    ev = report.evaluation
+    print(f"{report.method}: trained in {report.train_seconds:.1f}s, threshold {report.threshold:.2f} "
+          f"(switch {report.switch_threshold:.2f}), "
+          f"test dept accuracy {ev.department_accuracy:.1%}, "
+          f"out-of-scope -> base {ev.out_of_scope_to_base:.1%}, "
+          f"unseen wording {ev.unseen_wording_accuracy or 0:.1%} -> {report.directory}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""What every method shares: Trainer arguments, a progress bar, resumable checkpoints."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from training.recipe import Recipe
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """One Trainer run: how it went and how fast."""
+
+    steps: int
+    first_loss: float
+    last_loss: float
+    seconds: float
+    tokens: int  # non-padding tokens seen
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def use_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def training_arguments(
+    recipe: Recipe,
+    output_dir: Path,
+    *,
+    epochs: float,
+    learning_rate: float,
+    batch_size: int,
+    config_class: Any = None,
+    **extra: Any,
+) -> Any:
+    """TrainingArguments (or a subclass such as DPOConfig) from a recipe.
+
+    bf16 on CUDA, fp32 on CPU. Checkpoints every epoch, so `--resume` loses at
+    most one epoch. Works unchanged under `accelerate launch` (data parallel).
+    """
+    from transformers import TrainingArguments
+
+    cuda = use_cuda()
+    arguments = dict(
+        output_dir=str(output_dir / CHECKPOINTS),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation,
+        learning_rate=learning_rate,
+        warmup_steps=recipe.warmup_ratio,  # a float below 1 is a ratio of all steps
+        lr_scheduler_type="cosine",
+        logging_steps=1,
+        save_strategy="epoch",
+        save_total_limit=2,
+        seed=recipe.seed,
+        bf16=cuda,
+        use_cpu=not cuda,
+        report_to="none",
+        disable_tqdm=True,  # our own bar shows loss and ETA
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+    )
+    return (config_class or TrainingArguments)(**{**arguments, **extra})
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = sorted(
+        (run_dir / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])
+    )
+    return checkpoints[-1] if checkpoints else None
+
+
+def train_with_progress(trainer: Any, label: str, *, resume: bool, show_progress: bool = True) -> StageResult:
+    """Run `trainer.train()` under a progress bar with loss and ETA."""
+    callback = _ProgressCallback(label, show_progress)
+    trainer.add_callback(callback)
+    checkpoint = last_checkpoint(Path(trainer.args.output_dir).parent) if resume else None
+    started = time.perf_counter()
+    with callback.progress:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return StageResult(
+        steps=trainer.state.global_step,
+        first_loss=losses[0] if losses else math.nan,
+        last_loss=losses[-1] if losses else math.nan,
+        seconds=seconds,
+        tokens=int(trainer.state.num_input_tokens_seen or 0),
+    )
+
+
+class _ProgressCallback:
+    """A rich progress bar driven by Trainer events (duck-typed TrainerCallback)."""
+
+    def __init__(self, label: str, show: bool) -> None:
+        self.label = label
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} steps"),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            disable=not show,
+        )
+        self.task = None
+
+    def on_train_begin(self, args, state, control, **_):  # noqa: ANN001, ANN201
+        self.task = self.progress.add_task(self.label, total=state.max_steps, completed=state.global_step, loss="-")
+
+    def on_step_end(self, args, state, control, **_):  # noqa: ANN001, ANN201
+        self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **_):  # noqa: ANN001, ANN201
+        if logs and "loss" in logs:
+            self.progress.update(self.task, loss=f"{logs['loss']:.3f}")
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        # Trainer calls every on_* event; the ones we do not need do nothing.
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
