@@ -11,15 +11,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.components import Components, build_components
+from gateway.components import Components, build_channels, build_components
 from gateway.errors import install_error_handlers
 from gateway.openai_api import api
+from gateway.webhooks import webhooks
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, components: Components | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, components: Components | None = None, *, telegram_polling: bool = False
+) -> FastAPI:
     """The app; models load in the background so /healthz answers at once.
 
     Components passed in belong to the caller, who closes them.
@@ -30,6 +33,9 @@ def create_app(settings: Settings | None = None, components: Components | None =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.load_error = None
+        channels = build_channels(components.settings, components.pipeline)
+        app.state.channels = channels
+        await channels.start(telegram_polling=telegram_polling)
         tasks = [asyncio.create_task(_load(app, components))]
         if components.settings.reload_interval_seconds > 0:
             tasks.append(asyncio.create_task(components.watch_registry(components.settings.reload_interval_seconds)))
@@ -38,6 +44,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
         finally:
             for task in tasks:
                 task.cancel()
+            await channels.close()
             if owned:
                 components.close()
 
@@ -46,6 +53,7 @@ def create_app(settings: Settings | None = None, components: Components | None =
     app.state.components = components
     install_error_handlers(app)
     app.include_router(api)
+    app.include_router(webhooks)
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -71,6 +71,9 @@ def main(
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default from settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    telegram_polling: Annotated[
+        bool, typer.Option("--telegram-polling", help="Fetch Telegram updates by long polling (no public URL needed).")
+    ] = False,
 ) -> None:
     """Run the HTTP server: OpenAI-compatible API, health, readiness and metrics."""
     import uvicorn
@@ -84,7 +87,10 @@ def serve(
         f"API: POST /v1/chat/completions, ready when /readyz says so)",
         highlight=False,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
+    if telegram_polling and settings.telegram_bot_token is None:
+        _fail("--telegram-polling needs SWITCHBOARD_TELEGRAM_BOT_TOKEN", 2)
+    app_ = create_app(settings, telegram_polling=telegram_polling)
+    uvicorn.run(app_, host=host, port=port, log_level=settings.log_level)
 
 
 @app.command()
@@ -213,6 +219,55 @@ def route(
         print(json.dumps(_route_json(router.route(message, []))))
 
 
+telegram_app = typer.Typer(help="Register the Telegram webhook.", no_args_is_help=True)
+app.add_typer(telegram_app, name="telegram")
+
+
+@telegram_app.command("set-webhook")
+def telegram_set_webhook(
+    url: Annotated[str | None, typer.Option(help="Public https URL (default: <public_url>/webhooks/telegram).")] = None,
+) -> None:
+    """Point Telegram at this server's webhook, with the secret and the update types we handle."""
+    from bots.telegram import ALLOWED_UPDATES, new_secret, set_webhook
+
+    settings = _settings()
+    token, secret = settings.telegram_bot_token, settings.telegram_webhook_secret
+    if token is None:
+        _fail("set SWITCHBOARD_TELEGRAM_BOT_TOKEN (from @BotFather) first", 2)
+    if secret is None:
+        _fail(f"set SWITCHBOARD_TELEGRAM_WEBHOOK_SECRET first, for example to {new_secret()}", 2)
+    if url is None and settings.public_url is None:
+        _fail("give --url https://.../webhooks/telegram or set SWITCHBOARD_PUBLIC_URL", 2)
+    url = url or settings.public_url.rstrip("/") + "/webhooks/telegram"
+    if not url.startswith("https://"):
+        _fail(f"Telegram only calls https URLs; got {url}", 2)
+    asyncio.run(_with_telegram_bot(settings, lambda bot: set_webhook(bot, url, secret.get_secret_value())))
+    console.print(f"Telegram now sends {', '.join(ALLOWED_UPDATES)} updates to {url}")
+
+
+@telegram_app.command("delete-webhook")
+def telegram_delete_webhook() -> None:
+    """Stop Telegram from calling the webhook (use before switching to --telegram-polling)."""
+    from bots.telegram import delete_webhook
+
+    settings = _settings()
+    if settings.telegram_bot_token is None:
+        _fail("set SWITCHBOARD_TELEGRAM_BOT_TOKEN first", 2)
+    asyncio.run(_with_telegram_bot(settings, delete_webhook))
+    console.print("Telegram webhook deleted")
+
+
+async def _with_telegram_bot(settings: Settings, action) -> None:  # noqa: ANN001
+    from gateway.components import telegram_sender
+
+    sender = telegram_sender(settings)
+    await sender.start()
+    try:
+        await action(sender.bot)
+    finally:
+        await sender.close()
+
+
 data_app = typer.Typer(help="Check and summarise the training data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -290,8 +345,13 @@ def train(
     from training.recipe import RecipeError, default_recipe, load_recipe
 
     settings = _settings()
+    if target == "router":
+        _train_router(settings)
+        return
     departments = _targets(target)
     base_model = _resolved_base(settings)
+    if target == "all":
+        _train_router(settings)
     for department in departments:
         try:
             recipe = load_recipe(config) if config else default_recipe(department)
@@ -337,6 +397,9 @@ def evaluate(target: Annotated[str, typer.Argument(help="A department, 'all', or
     from training.evaluation import write_report
 
     settings = _settings()
+    if target == "router":
+        _eval_router(settings)
+        return
     departments = _targets(target)
     base_model = _resolved_base(settings)
     prompts = system_prompts(settings.system_prompts)
@@ -353,6 +416,38 @@ def evaluate(target: Annotated[str, typer.Argument(help="A department, 'all', or
         gain = f"{100 * (trained_eval.accuracy - base_eval.accuracy):+.1f} pts" if trained_eval else "-"
         table.add_row(department, f"{base_eval.accuracy:.1%}", trained, gain,
                       str(artifact.path.relative_to(settings.models_path)) if artifact else "(none: base)")
+    Console().print(table)
+
+
+def _train_router(settings: Settings) -> None:
+    from router.learned import ROUTER_SUBDIR
+    from training.router_training import train_router
+
+    with console.status("Training the router..."):
+        report = train_router(out_dir=settings.models_path / ROUTER_SUBDIR)
+    evaluation = report.evaluation
+    console.print(
+        f"router ({report.method}) trained in {report.train_seconds:.1f} s on {report.n_train} messages: "
+        f"held-out departments {evaluation.department_accuracy:.1%}, out-of-scope to base "
+        f"{evaluation.out_of_scope_to_base:.1%}; threshold {report.threshold:.2f} -> {report.directory}"
+    )
+
+
+def _eval_router(settings: Settings) -> None:
+    from router.learned import ROUTER_SUBDIR, RouterArtifactError
+    from training.router_training import evaluate_router
+
+    try:
+        evaluation = evaluate_router(settings.models_path / ROUTER_SUBDIR)
+    except (RouterArtifactError, ValueError) as error:
+        _fail(f"{error} (run `switchboard train router`)")
+    console.print(
+        f"router ({evaluation.method}), {evaluation.n_test} held-out messages: departments "
+        f"{evaluation.department_accuracy:.1%} right, out-of-scope to base {evaluation.out_of_scope_to_base:.1%}"
+    )
+    table = Table("true \\ routed", *evaluation.labels, title="confusion matrix")
+    for label, row in zip(evaluation.labels, evaluation.confusion, strict=True):
+        table.add_row(label, *map(str, row))
     Console().print(table)
 
 

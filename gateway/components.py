@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
+from gateway.channels import ChannelSet, Dispatcher, TelegramChannel, WhatsAppChannel
+from gateway.dedupe import InProcessSeenKeys
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, PipelineLimits
 from gateway.settings import Settings
@@ -18,6 +21,8 @@ from router.base import Router
 from router.commands import CommandRouter, FallbackRouter
 
 log = logging.getLogger(__name__)
+
+ROUTER_METADATA = "router/router.json"  # rewritten by `switchboard train router`
 
 
 @dataclass
@@ -35,13 +40,9 @@ class Components:
         self.backend.load(base)
         log.info("models loaded from %s", base)
 
-    def registry_signature(self) -> tuple[int, int] | None:
-        """Changes whenever training promotes or rolls back a model."""
-        try:
-            stat = (self.settings.models_path / REGISTRY_FILE).stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
+    def registry_signature(self) -> tuple[tuple[int, int] | None, ...]:
+        """Changes whenever training promotes or rolls back a model, or retrains the router."""
+        return tuple(_stat(self.settings.models_path / name) for name in (REGISTRY_FILE, ROUTER_METADATA))
 
     async def watch_registry(self, interval: float) -> None:
         """Hot deploy: reload the models whenever the registry changes."""
@@ -51,20 +52,92 @@ class Components:
             current = self.registry_signature()
             if current == seen or not self.backend.ready:
                 continue
+            models_changed, router_changed = current[0] != seen[0], current[1] != seen[1]
             seen = current
-            log.info("registry changed; reloading models")
-            try:
-                await asyncio.to_thread(self.backend.reload)
-            except Exception:  # keep serving the models already loaded
-                log.exception("reloading models failed; still serving the previous ones")
+            if router_changed:
+                log.info("router changed; reloading it")
+                self.pipeline.router = await asyncio.to_thread(build_router, self.settings)
+            if models_changed:
+                log.info("registry changed; reloading models")
+                try:
+                    await asyncio.to_thread(self.backend.reload)
+                except Exception:  # keep serving the models already loaded
+                    log.exception("reloading models failed; still serving the previous ones")
 
     def close(self) -> None:
         self.backend.close()
 
 
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 def build_router(settings: Settings) -> Router:
     """Commands and pins first; everything else to the automatic router."""
-    return CommandRouter(automatic=FallbackRouter())
+    return CommandRouter(automatic=_automatic_router(settings))
+
+
+def _automatic_router(settings: Settings) -> Router:
+    """The learned router; trained on first start (seconds) if there is none yet.
+
+    A broken artifact is not silently replaced: routing falls back to commands
+    and the error says how to fix it.
+    """
+    if settings.router == "commands":
+        return FallbackRouter()
+    from router.learned import ROUTER_SUBDIR, RouterArtifactError, load_learned_router
+
+    directory = settings.models_path / ROUTER_SUBDIR
+    try:
+        return load_learned_router(directory)
+    except RouterArtifactError as error:
+        if directory.exists():
+            log.error("%s; routing by command only until you run `switchboard train router`", error)
+            return FallbackRouter()
+    from training.router_training import train_router
+
+    log.info("no trained router in %s; training one now (a few seconds)", directory)
+    try:
+        report = train_router(out_dir=directory)
+        log.info("router trained in %.1f s", report.train_seconds)
+        return load_learned_router(directory)
+    except Exception as error:  # the product must still start: commands keep working
+        log.warning("could not train the router (%s); routing by command only", error)
+        return FallbackRouter()
+
+
+def telegram_sender(settings: Settings):  # noqa: ANN201 - bots.telegram.TelegramSender
+    from bots.telegram import TelegramSender
+
+    api_url = settings.telegram_api_url.rstrip("/")
+    return TelegramSender(
+        settings.telegram_bot_token.get_secret_value(),
+        base_url=api_url,
+        base_file_url=api_url.removesuffix("/bot") + "/file/bot",
+    )
+
+
+def build_channels(settings: Settings, pipeline: Pipeline) -> ChannelSet:
+    """Telegram and WhatsApp, each where its settings are present."""
+    telegram = TelegramChannel(telegram_sender(settings)) if settings.telegram_bot_token else None
+    whatsapp = None
+    if settings.twilio_account_sid:
+        from bots.whatsapp import DeliveryLog, WhatsAppSender
+
+        sender = WhatsAppSender(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.get_secret_value(),
+            settings.twilio_whatsapp_from,
+            api_base_url=settings.twilio_api_url,
+        )
+        status_url = settings.public_url.rstrip("/") + "/webhooks/whatsapp/status"
+        whatsapp = WhatsAppChannel(sender, status_url, DeliveryLog())
+    dispatcher = Dispatcher(pipeline, InProcessSeenKeys(settings.dedupe_ttl_seconds))
+    return ChannelSet(dispatcher, telegram, whatsapp)
 
 
 def build_components(settings: Settings) -> Components:

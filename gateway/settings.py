@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.departments import TARGETS
@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     repetition_penalty: float = Field(
         default=1.1, ge=1.0, le=2.0, description="Discourages the small model's loops."
     )
+    router: Literal["learned", "commands"] = Field(
+        default="learned", description="Automatic routing: the learned classifier, or commands only."
+    )
     memory_window: int = Field(default=8, ge=1, le=200, description="Turns (messages) kept per conversation.")
     memory_ttl_seconds: int = Field(default=86_400, ge=1, description="Idle conversations are forgotten after this.")
     max_input_chars: int = Field(default=4000, ge=1, description="Longest accepted user message.")
@@ -57,6 +60,25 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="`switchboard serve` address.")
     port: int = Field(default=8000, ge=1, le=65535, description="`switchboard serve` port.")
+    public_url: str | None = Field(
+        default=None, description="Public https base URL of this server, for webhooks (e.g. https://bot.example.com)."
+    )
+    telegram_bot_token: SecretStr | None = Field(default=None, description="Enables Telegram (from @BotFather).")
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None, description="Secret Telegram sends in X-Telegram-Bot-Api-Secret-Token."
+    )
+    telegram_api_url: str = Field(
+        default="https://api.telegram.org/bot", description="Bot API base URL (a local Bot API server, tests)."
+    )
+    twilio_account_sid: str | None = Field(default=None, description="Enables WhatsApp through Twilio.")
+    twilio_auth_token: SecretStr | None = Field(default=None, description="Twilio auth token (signs webhooks).")
+    twilio_whatsapp_from: str | None = Field(
+        default=None, description="Your WhatsApp sender, e.g. whatsapp:+14155238886."
+    )
+    twilio_api_url: str | None = Field(default=None, description="Twilio REST base URL override (tests).")
+    dedupe_ttl_seconds: int = Field(
+        default=86_400, ge=60, description="How long a platform's message id is remembered against retries."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
     system_prompts: dict[str, str] = Field(
         default_factory=dict, description="Per-department system prompt overrides (YAML)."
@@ -79,6 +101,19 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown department(s) {unknown}; use {list(TARGETS)}")
         return value
+
+    @model_validator(mode="after")
+    def _channels_complete(self) -> Settings:
+        twilio = [self.twilio_account_sid, self.twilio_auth_token, self.twilio_whatsapp_from]
+        if any(twilio) and not all(twilio):
+            raise ValueError(
+                "WhatsApp needs twilio_account_sid, twilio_auth_token and twilio_whatsapp_from together"
+            )
+        if (self.telegram_bot_token and not self.telegram_webhook_secret) and self.public_url:
+            raise ValueError("a Telegram webhook needs telegram_webhook_secret (any long random string)")
+        if all(twilio) and not self.public_url:
+            raise ValueError("WhatsApp webhooks need public_url: Twilio signs the public URL it calls")
+        return self
 
     @property
     def models_path(self) -> Path:

@@ -38,8 +38,8 @@ class CommandRouter:
         if command in TARGETS:
             return Route(command, 1.0, "command", text=rest, pinned=True)
         if command == AUTO:
-            # `/auto` drops the pin: route the rest with no sticky department.
-            return _unpinned(self._automatic.route(rest, _without_pin(history)), rest)
+            # `/auto` starts routing afresh: no pin, and no conversation department to stick to.
+            return _unpinned(self._automatic.route(rest, _without_departments(history)), rest)
         pinned = _current_pin(history)
         if pinned is not None:
             return Route(pinned, 1.0, "command", text=text.strip(), pinned=True)
@@ -60,8 +60,8 @@ def _current_pin(history: Sequence[Turn]) -> str | None:
     return None
 
 
-def _without_pin(history: Sequence[Turn]) -> list[Turn]:
-    return [Turn(t.role, t.content, t.department) for t in history]
+def _without_departments(history: Sequence[Turn]) -> list[Turn]:
+    return [Turn(t.role, t.content) for t in history]
 
 
 def _unpinned(route: Route, text: str) -> Route:

@@ -119,6 +119,7 @@ class LiveServer:
     """The app served by uvicorn on a loopback port, in a background thread."""
 
     def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
         import uvicorn
 
         with socket.socket() as probe:

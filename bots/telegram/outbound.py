@@ -180,7 +180,9 @@ class TelegramSender:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # The indicator is cosmetic: whatever ended the renewal task must not
+            # replace the block's own outcome.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
     async def answer_callback(self, callback_query_id: str, text: str | None = None) -> bool:

@@ -63,6 +63,22 @@ async def poll(
                 await on_update(update.to_dict())
             except Exception:
                 log.exception("telegram: handler failed on update %s", redact(update.update_id))
+    await _confirm(bot, offset, allowed_updates)
+
+
+async def _confirm(bot: Bot, offset: int | None, allowed: Sequence[str]) -> None:
+    """Tell Telegram the last batch was handled, so a restart does not get it again.
+
+    Telegram forgets updates only when a later getUpdates asks from a higher
+    offset; without this, stopping right after a batch would replay it next time.
+    """
+    if offset is None:
+        return
+    try:
+        # allowed_updates is sticky on Telegram's side, so repeat ours rather than reset it.
+        await bot.get_updates(offset=offset, timeout=0, limit=1, allowed_updates=list(allowed))
+    except TelegramError as exc:
+        log.info("telegram: could not confirm the last updates (%s)", type(exc).__name__)
 
 
 async def _get_updates(

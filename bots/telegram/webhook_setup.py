@@ -12,12 +12,15 @@ from telegram.constants import UpdateType
 # (polls, inline queries, chat_member of other users, ...), saving requests.
 # edited_message and channel_post are ignored, but are listed so the decision is
 # ours and visible in one place rather than an accident of this list.
-ALLOWED_UPDATES: tuple[str, ...] = (
-    UpdateType.MESSAGE,
-    UpdateType.EDITED_MESSAGE,
-    UpdateType.CHANNEL_POST,
-    UpdateType.CALLBACK_QUERY,
-    UpdateType.MY_CHAT_MEMBER,
+ALLOWED_UPDATES: tuple[str, ...] = tuple(
+    kind.value
+    for kind in (
+        UpdateType.MESSAGE,
+        UpdateType.EDITED_MESSAGE,
+        UpdateType.CHANNEL_POST,
+        UpdateType.CALLBACK_QUERY,
+        UpdateType.MY_CHAT_MEMBER,
+    )
 )
 
 

@@ -17,29 +17,52 @@ def env(tmp_path, tiny_model_dir):
         "SWITCHBOARD_HOME": str(tmp_path),
         "SWITCHBOARD_BASE_MODEL": str(tiny_model_dir),
         "SWITCHBOARD_MAX_NEW_TOKENS": "6",
+        "SWITCHBOARD_ROUTER": "commands",
     }
 
 
-def test_route_prints_json():
-    result = runner.invoke(app, ["route", "/finance when is Form 16 out?"])
+def test_route_prints_json(env):
+    result = runner.invoke(app, ["route", "/finance when is Form 16 out?"], env=env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"department": "finance", "confidence": 1.0, "reason": "command"}
 
 
-def test_route_jsonl_keeps_order_and_names_a_bad_line(tmp_path):
+def test_learned_router_is_trained_on_first_use_then_evaluated(env, tmp_path):
+    env = {**env, "SWITCHBOARD_ROUTER": "learned"}
+    result = runner.invoke(app, ["route", "mera casual leave balance kitna hai?"], env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["department"] == "hr"
+    assert (tmp_path / "models" / "router" / "router.json").exists()
+    result = runner.invoke(app, ["eval", "router"], env={**env, "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "confusion matrix" in result.stdout and "out-of-scope to base" in result.stderr
+
+
+def test_a_corrupt_router_falls_back_to_commands_with_a_clear_error(env, tmp_path, caplog):
+    router_dir = tmp_path / "models" / "router"
+    router_dir.mkdir(parents=True)
+    (router_dir / "router.json").write_text("{broken")
+    result = runner.invoke(app, ["route", "mera casual leave balance kitna hai?"],
+                           env={**env, "SWITCHBOARD_ROUTER": "learned"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["reason"] == "fallback"
+    assert "switchboard train router" in caplog.text
+
+
+def test_route_jsonl_keeps_order_and_names_a_bad_line(tmp_path, env):
     messages = tmp_path / "messages.jsonl"
     messages.write_text('{"text": "/hr leave?"}\n\n{"text": "hello"}\n{"text": "/sales price"}\n')
-    result = runner.invoke(app, ["route", "--jsonl", str(messages)])
+    result = runner.invoke(app, ["route", "--jsonl", str(messages)], env=env)
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["department"] for line in result.stdout.splitlines()] == ["hr", "base", "sales"]
     messages.write_text('{"text": "/hr leave?"}\n{"message": "wrong key"}\n')
-    result = runner.invoke(app, ["route", "--jsonl", str(messages)])
+    result = runner.invoke(app, ["route", "--jsonl", str(messages)], env=env)
     assert result.exit_code == 2
     assert f"{messages}:2: expected" in result.stderr
 
 
-def test_route_needs_exactly_one_input():
-    assert runner.invoke(app, ["route"]).exit_code == 2
+def test_route_needs_exactly_one_input(env):
+    assert runner.invoke(app, ["route"], env=env).exit_code == 2
 
 
 def test_ask_prints_department_confidence_reply_and_latency(env):
@@ -67,6 +90,7 @@ def test_a_bad_setting_is_a_clear_error(env, tmp_path):
 
 
 def test_a_missing_base_model_is_a_clear_error(tmp_path):
-    result = runner.invoke(app, ["ask", "hi"], env={"SWITCHBOARD_BASE_MODEL": str(tmp_path / "nope")})
+    result = runner.invoke(app, ["ask", "hi"], env={"SWITCHBOARD_BASE_MODEL": str(tmp_path / "nope"),
+                                                   "SWITCHBOARD_HOME": str(tmp_path), "SWITCHBOARD_ROUTER": "commands"})
     assert result.exit_code == 1
     assert "does not exist" in result.stderr

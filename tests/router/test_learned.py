@@ -16,7 +16,7 @@ from training.router_training import RouterTrainingReport, evaluate_router, trai
 
 # What the default method reaches on the held-out TEST split (seed 0): floors
 # that catch a regression. The issue's targets (95% / 90%) are not reached by
-# any candidate; see test_issue_targets and bench/router_compare.py.
+# any candidate yet; see bench/router_compare.py and the README.
 DEPT_FLOOR, OOS_FLOOR = 0.90, 0.85
 HR_ANSWER = [Turn("user", "How many EL days do I get?"),
              Turn("assistant", "18 days a year.", department="hr")]

@@ -107,18 +107,14 @@ class FakeBotApi:
 
     def rate_limit_next(self, n: int, retry_after: int = 1, method: str = "sendMessage") -> None:
         """Answer the next `n` calls of `method` with 429 and parameters.retry_after."""
-        body = {
-            "ok": False,
-            "error_code": 429,
-            "description": f"Too Many Requests: retry after {retry_after}",
-            "parameters": {"retry_after": retry_after},
-        }
+        body = _error(429, f"Too Many Requests: retry after {retry_after}")
+        body["parameters"] = {"retry_after": retry_after}
         with self._lock:
             self._failures.append(_Failure(method, n, 429, body))
 
     def fail_next(self, n: int, status: int = 502, method: str = "sendMessage") -> None:
-        """Answer the next `n` calls of `method` with a bare server error."""
-        body = {"ok": False, "error_code": status, "description": "Bad Gateway"}
+        """Answer the next `n` calls of `method` with an error status (a 5xx, or 400 Bad Request)."""
+        body = _error(status, "Bad Request" if status == 400 else "Bad Gateway")
         with self._lock:
             self._failures.append(_Failure(method, n, status, body))
 
@@ -141,7 +137,7 @@ class FakeBotApi:
     async def _endpoint(self, request: Request) -> JSONResponse:
         method = request.path_params["method"]
         if request.path_params["token"] != TOKEN:
-            return self._answer(method, {}, 401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+            return self._answer(method, {}, 401, _error(401, "Unauthorized"))
         params = await _params(request)
         failure = self._take_failure(method, params)
         if failure is not None:
@@ -149,10 +145,10 @@ class FakeBotApi:
         if method == "getUpdates" and self.webhook is not None:
             # Telegram refuses long polling while a webhook is set.
             description = "Conflict: can't use getUpdates method while webhook is active"
-            return self._answer(method, params, 409, {"ok": False, "error_code": 409, "description": description})
+            return self._answer(method, params, 409, _error(409, description))
         handler = getattr(self, f"_api_{method}", None)
         if handler is None:
-            return self._answer(method, params, 404, {"ok": False, "error_code": 404, "description": "Not Found"})
+            return self._answer(method, params, 404, _error(404, "Not Found"))
         result = await handler(params)
         return self._answer(method, params, 200, {"ok": True, "result": result})
 
@@ -164,7 +160,7 @@ class FakeBotApi:
     def _take_failure(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
         with self._lock:
             if method in {"sendMessage", "sendChatAction"} and str(params.get("chat_id")) in self._blocked:
-                return 403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}
+                return 403, _error(403, "Forbidden: bot was blocked by the user")
             for failure in self._failures:
                 if failure.method == method and failure.remaining > 0:
                     failure.remaining -= 1
@@ -217,6 +213,10 @@ class FakeBotApi:
                 if self._updates or time.monotonic() >= deadline:
                     return list(self._updates)
             await asyncio.sleep(0.02)
+
+
+def _error(code: int, description: str) -> dict[str, Any]:
+    return {"ok": False, "error_code": code, "description": description}
 
 
 async def _params(request: Request) -> dict[str, Any]:

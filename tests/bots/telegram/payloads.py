@@ -66,7 +66,9 @@ MEDIA: dict[str, Any] = {
         "width": 512, "height": 512, "is_animated": False, "is_video": False, "emoji": "👍",
     },
     "voice": {"file_id": "fake-voice", "file_unique_id": "fake-v", "duration": 3, "mime_type": "audio/ogg"},
-    "video": {"file_id": "fake-video", "file_unique_id": "fake-vi", "width": 640, "height": 480, "duration": 5},
+    "video": {
+        "file_id": "fake-video", "file_unique_id": "fake-vi", "width": 640, "height": 480, "duration": 5
+    },
     "document": {"file_id": "fake-doc", "file_unique_id": "fake-d", "file_name": "payslip.pdf"},
     "location": {"latitude": 12.9716, "longitude": 77.5946},
     "photo": PHOTO,

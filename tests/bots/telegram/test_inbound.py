@@ -126,9 +126,12 @@ def test_group_mention_is_answered_without_the_mention(said, answered):
     assert event.incoming.user_id == "100000001"
 
 
-@pytest.mark.parametrize("command", ["/hr what are the holidays?", "/hr@example_test_bot what are the holidays?"])
+@pytest.mark.parametrize(
+    "command", ["/hr what are the holidays?", "/hr@example_test_bot what are the holidays?"]
+)
 def test_group_commands_are_answered(command):
-    event = parse_update(group_text(command, entities=[{"type": "bot_command", "offset": 0, "length": 3}]), ME)
+    entity = {"type": "bot_command", "offset": 0, "length": 3}
+    event = parse_update(group_text(command, entities=[entity]), ME)
     assert isinstance(event, Message)
     assert event.incoming.text == command
 
@@ -214,13 +217,17 @@ def test_unknown_update_kinds_are_ignored():
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=6), children, max_size=3),
     max_leaves=10,
 )
 KEYS = ["message", "edited_message", "callback_query", "my_chat_member", "channel_post", "update_id"]
 
 
-@given(st.sampled_from(KEYS), st.sampled_from(["chat", "from", "text", "date", "message", "status", "id"]), JSON)
+INNER = ["chat", "from", "text", "date", "message", "status", "id"]
+
+
+@given(st.sampled_from(KEYS), st.sampled_from(INNER), JSON)
 @settings(max_examples=300, deadline=None)
 def test_never_raises_on_corrupted_updates(top, inner, junk):
     updates = [

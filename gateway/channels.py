@@ -1,0 +1,164 @@
+"""Chat channels: accept parsed webhook events at once, answer them in the background.
+
+Webhooks only verify, dedupe and enqueue, so a platform never waits on the
+model (Twilio gives up after 15 s; Telegram retries slow answers). One worker
+drains the queue in order, which keeps each conversation's messages in order;
+the model serves one request at a time anyway. The queue lives in this
+process: the embedded default is single-process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from bots.events import CallbackQuery, ChatBlocked, DeliveryStatus, Ignored, Inbound, Message, Notice
+from gateway.dedupe import SeenKeys
+from gateway.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class ReplyChannel(Protocol):
+    """How the gateway talks back on one platform."""
+
+    name: str
+
+    async def send(self, to: str, text: str) -> None: ...
+
+    def working(self, to: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Shown to the user while the model works (Telegram: "typing...")."""
+        ...
+
+    async def handle_event(self, event: Inbound) -> None:
+        """Platform events that are not messages: button presses, blocks, delivery reports."""
+        ...
+
+
+class TelegramChannel:
+    name = "telegram"
+
+    def __init__(self, sender) -> None:  # noqa: ANN001 - bots.telegram.TelegramSender
+        self.sender = sender
+
+    async def send(self, to: str, text: str) -> None:
+        await self.sender.send(to, text)
+
+    def working(self, to: str) -> contextlib.AbstractAsyncContextManager[None]:
+        self.sender.unblock(to)  # a user who blocked the bot cannot write to it: they are back
+        return self.sender.keep_typing(to)
+
+    async def handle_event(self, event: Inbound) -> None:
+        if isinstance(event, CallbackQuery):
+            await self.sender.answer_callback(event.callback_query_id)
+        elif isinstance(event, ChatBlocked):
+            (self.sender.block if event.blocked else self.sender.unblock)(event.reply_to)
+
+
+class WhatsAppChannel:
+    name = "whatsapp"
+
+    def __init__(self, sender, status_url: str, delivery_log) -> None:  # noqa: ANN001
+        self.sender = sender
+        self.status_url = status_url
+        self.delivery_log = delivery_log
+
+    async def send(self, to: str, text: str) -> None:
+        await self.sender.send(to, text, status_callback=self.status_url)
+
+    @contextlib.asynccontextmanager
+    async def working(self, to: str) -> AsyncIterator[None]:
+        yield  # WhatsApp has no typing indicator for business senders
+
+    async def handle_event(self, event: Inbound) -> None:
+        if isinstance(event, DeliveryStatus):
+            self.delivery_log.record(event)
+
+
+class Dispatcher:
+    """Dedupe, queue, and answer events through the pipeline."""
+
+    def __init__(self, pipeline: Pipeline, seen: SeenKeys) -> None:
+        self.pipeline = pipeline
+        self.seen = seen
+        self._queue: asyncio.Queue[tuple[ReplyChannel, Inbound]] = asyncio.Queue()
+
+    async def accept(self, channel: ReplyChannel, event: Inbound) -> bool:
+        """Queue the event; False if it is a platform retry of one already accepted."""
+        if isinstance(event, Ignored):
+            return True
+        key = getattr(event, "dedupe_key", None)
+        if key is not None and not await self.seen.first_time(key):
+            return False
+        self._queue.put_nowait((channel, event))
+        return True
+
+    async def run(self) -> None:
+        while True:
+            channel, event = await self._queue.get()
+            try:
+                await self._answer(channel, event)
+            except Exception:  # one failed reply must not stop the others
+                log.exception("%s: could not handle a %s", channel.name, type(event).__name__)
+            finally:
+                self._queue.task_done()
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far has been answered (tests, shutdown)."""
+        await self._queue.join()
+
+    async def _answer(self, channel: ReplyChannel, event: Inbound) -> None:
+        if isinstance(event, Message):
+            async with channel.working(event.reply_to):
+                reply = await self.pipeline.handle(event.incoming)
+            await channel.send(event.reply_to, reply.text)
+        elif isinstance(event, Notice):
+            await channel.send(event.reply_to, event.text)
+        else:
+            await channel.handle_event(event)
+
+
+class ChannelSet:
+    """The configured channels, their shared dispatcher, and their start-up and shut-down."""
+
+    def __init__(
+        self, dispatcher: Dispatcher, telegram: TelegramChannel | None, whatsapp: WhatsAppChannel | None
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.telegram = telegram
+        self.whatsapp = whatsapp
+        self.telegram_ready = False
+        self._tasks: list[asyncio.Task] = []
+        self._stop_polling = asyncio.Event()
+
+    async def start(self, *, telegram_polling: bool = False) -> None:
+        self._tasks.append(asyncio.create_task(self.dispatcher.run()))
+        if self.telegram is None:
+            return
+        try:
+            await self.telegram.sender.start()  # getMe: learns the bot's name for group mentions
+        except Exception as error:
+            log.error("telegram: cannot reach the Bot API (%s); webhooks answer 503 until restart", error)
+            return
+        self.telegram_ready = True
+        if telegram_polling:
+            from bots.telegram import parse_update, poll
+
+            telegram = self.telegram
+
+            async def on_update(update: dict) -> None:
+                await self.dispatcher.accept(telegram, parse_update(update, telegram.sender.identity))
+
+            self._tasks.append(asyncio.create_task(poll(telegram.sender.bot, on_update, self._stop_polling)))
+
+    async def close(self) -> None:
+        self._stop_polling.set()
+        for task in self._tasks:
+            task.cancel()
+        if self.telegram and self.telegram_ready:
+            await self.telegram.sender.close()
+        if self.whatsapp:
+            await asyncio.to_thread(self.whatsapp.sender.close)

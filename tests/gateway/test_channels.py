@@ -1,0 +1,160 @@
+"""Telegram and WhatsApp through the whole gateway: the real PTB and twilio clients
+talk to loopback servers that speak the Bot API and Twilio REST shapes."""
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from twilio.request_validator import RequestValidator
+
+from gateway.app import create_app
+from gateway.components import build_components
+from gateway.pipeline import HELP_TEXT
+from tests.bots.telegram.fake_bot_api import TOKEN, FakeBotApi
+from tests.bots.whatsapp.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM, load_form
+from tests.bots.whatsapp.fake_twilio import FakeTwilio
+from tests.conftest import REPO, LiveServer, make_settings
+
+SAMPLES = REPO.parent / "shared" / "protocols" / "telegram"
+SECRET = "telegram-webhook-secret-for-tests"
+PUBLIC = "https://bot.example.com"
+
+
+def sample(name: str) -> dict:
+    return json.loads((SAMPLES / name).read_text())
+
+
+def wait_for(predicate, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    bot_api = FakeBotApi().start()
+    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as twilio:
+        yield bot_api, twilio
+    bot_api.stop()
+
+
+@pytest.fixture(scope="module")
+def server(fakes, tiny_model_dir, tmp_path_factory):
+    bot_api, twilio = fakes
+    settings = make_settings(
+        tmp_path_factory.mktemp("channels"), tiny_model_dir, max_new_tokens=6, router="commands",
+        public_url=PUBLIC, telegram_bot_token=TOKEN, telegram_webhook_secret=SECRET,
+        telegram_api_url=bot_api.base_url, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
+        twilio_whatsapp_from=FROM, twilio_api_url=twilio.url,
+    )
+    components = build_components(settings)
+    with LiveServer(create_app(components=components)) as live:
+        wait_for(lambda: httpx.get(live.url + "/readyz").status_code == 200)
+        yield live
+    components.close()
+
+
+@pytest.fixture
+def bot_api(fakes):
+    fakes[0].reset()
+    return fakes[0]
+
+
+@pytest.fixture
+def twilio(fakes):
+    fakes[1].messages.clear()
+    fakes[1].calls.clear()
+    return fakes[1]
+
+
+def post_telegram(server, update, secret=SECRET):
+    headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret else {}
+    return httpx.post(server.url + "/webhooks/telegram", json=update, headers=headers)
+
+
+def sent_texts(bot_api, chat_id):
+    return [c.params["text"] for c in bot_api.calls_to("sendMessage", ok_only=True)
+            if str(c.params["chat_id"]) == str(chat_id)]
+
+
+def test_a_telegram_message_is_answered_once_even_when_delivered_three_times(server, bot_api):
+    update = sample("private_text.json")
+    for _ in range(3):
+        assert post_telegram(server, update).status_code == 200
+    wait_for(lambda: sent_texts(bot_api, 100000001))
+    time.sleep(0.5)
+    assert len(sent_texts(bot_api, 100000001)) == 1
+    assert bot_api.calls_to("sendChatAction")  # typing while the model worked
+    assert all("parse_mode" not in c.params for c in bot_api.calls_to("sendMessage"))
+
+
+def test_telegram_commands_and_media(server, bot_api):
+    start = sample("start_command.json")
+    assert post_telegram(server, start).status_code == 200
+    chat = start["message"]["chat"]["id"]
+    wait_for(lambda: HELP_TEXT in sent_texts(bot_api, chat))
+    photo = sample("photo_caption.json")
+    photo["update_id"] += 1000
+    photo["message"].pop("caption", None)
+    assert post_telegram(server, photo).status_code == 200
+    wait_for(lambda: any("text" in t for t in sent_texts(bot_api, photo["message"]["chat"]["id"])))
+
+
+def test_forged_or_missing_telegram_secret_is_refused_and_never_processed(server, bot_api):
+    update = sample("private_text.json")
+    update["update_id"] += 5000
+    assert post_telegram(server, update, secret="wrong").status_code == 403
+    assert post_telegram(server, update, secret=None).status_code == 403
+    time.sleep(0.3)
+    assert bot_api.calls_to("sendMessage") == []
+
+
+def test_every_sample_update_shape_gets_a_2xx(server, bot_api):
+    for path in sorted(SAMPLES.glob("*.json")):
+        update = json.loads(path.read_text())
+        update["update_id"] += 7000
+        assert post_telegram(server, update).status_code == 200, path.name
+    assert httpx.post(server.url + "/webhooks/telegram", content=b"{not json",
+                      headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}).status_code == 400
+
+
+def signed(form: dict, path: str) -> dict:
+    return {"X-Twilio-Signature": RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC + path, form)}
+
+
+def test_a_whatsapp_message_gets_empty_twiml_then_one_rest_reply(server, twilio):
+    form = load_form("whatsapp_text.txt")
+    for _ in range(3):
+        response = httpx.post(server.url + "/webhooks/whatsapp", data=form, headers=signed(form, "/webhooks/whatsapp"))
+        assert response.status_code == 200
+        assert response.text.endswith("<Response></Response>")
+    wait_for(lambda: twilio.messages)
+    time.sleep(0.5)
+    assert len(twilio.messages) == 1
+    message = twilio.messages[0]
+    assert message["To"] == form["From"] and message["From"] == FROM
+    assert message["StatusCallback"] == PUBLIC + "/webhooks/whatsapp/status"
+
+
+def test_forged_whatsapp_signature_is_refused(server, twilio):
+    form = load_form("whatsapp_text.txt")
+    headers = signed(form, "/webhooks/whatsapp")
+    form["Body"] = "tampered"
+    assert httpx.post(server.url + "/webhooks/whatsapp", data=form, headers=headers).status_code == 403
+    assert httpx.post(server.url + "/webhooks/whatsapp", data=form).status_code == 403
+    time.sleep(0.3)
+    assert twilio.messages == []
+
+
+def test_whatsapp_status_callbacks_are_recorded_in_any_order(server):
+    sid = "SM00000000000000000000000000000042"
+    for status in ("delivered", "sent"):
+        form = {"MessageSid": sid, "MessageStatus": status, "To": "whatsapp:+12015550123",
+                "AccountSid": ACCOUNT_SID}
+        path = "/webhooks/whatsapp/status"
+        assert httpx.post(server.url + path, data=form, headers=signed(form, path)).status_code == 200
+    delivery_log = server.app.state.channels.whatsapp.delivery_log
+    assert delivery_log.status_of(sid) == "delivered"
