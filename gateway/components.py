@@ -16,13 +16,12 @@ from inference.base_model import resolve_base_model
 from inference.local import LocalBackend
 from inference.prompts import system_prompts
 from inference.registry import REGISTRY_FILE
+from memory.base import ConversationMemory
 from memory.in_process import InProcessMemory
 from router.base import Router
 from router.commands import CommandRouter, FallbackRouter
 
 log = logging.getLogger(__name__)
-
-ROUTER_METADATA = "router/router.json"  # rewritten by `switchboard train router`
 
 
 @dataclass
@@ -42,7 +41,10 @@ class Components:
 
     def registry_signature(self) -> tuple[tuple[int, int] | None, ...]:
         """Changes whenever training promotes or rolls back a model, or retrains the router."""
-        return tuple(_stat(self.settings.models_path / name) for name in (REGISTRY_FILE, ROUTER_METADATA))
+        from router.learned import METADATA_FILE, ROUTER_SUBDIR  # rewritten by `switchboard train router`
+
+        models = self.settings.models_path
+        return _stat(models / REGISTRY_FILE), _stat(models / ROUTER_SUBDIR / METADATA_FILE)
 
     async def watch_registry(self, interval: float) -> None:
         """Hot deploy: reload the models whenever the registry changes."""
@@ -140,6 +142,18 @@ def build_channels(settings: Settings, pipeline: Pipeline) -> ChannelSet:
     return ChannelSet(dispatcher, telegram, whatsapp)
 
 
+def build_memory(settings: Settings) -> ConversationMemory:
+    """Redis when configured (shared by every process), else this process's memory."""
+    if settings.redis_url is None:
+        return InProcessMemory(settings.memory_window, settings.memory_ttl_seconds)
+    import redis.asyncio
+
+    from memory.redis import RedisMemory
+
+    client = redis.asyncio.from_url(settings.redis_url)
+    return RedisMemory(client, settings.memory_window, settings.memory_ttl_seconds)
+
+
 def build_components(settings: Settings) -> Components:
     metrics = Metrics()
     backend = LocalBackend(
@@ -149,7 +163,7 @@ def build_components(settings: Settings) -> Components:
     )
     pipeline = Pipeline(
         router=build_router(settings),
-        memory=InProcessMemory(settings.memory_window, settings.memory_ttl_seconds),
+        memory=build_memory(settings),
         backend=backend,
         defaults=settings.generation_defaults(),
         metrics=metrics,

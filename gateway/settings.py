@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     router: Literal["learned", "commands"] = Field(
         default="learned", description="Automatic routing: the learned classifier, or commands only."
     )
+    redis_url: str | None = Field(
+        default=None, description="redis://host:6379/0 keeps conversation memory in Redis (default: in process)."
+    )
     memory_window: int = Field(default=8, ge=1, le=200, description="Turns (messages) kept per conversation.")
     memory_ttl_seconds: int = Field(default=86_400, ge=1, description="Idle conversations are forgotten after this.")
     max_input_chars: int = Field(default=4000, ge=1, description="Longest accepted user message.")

@@ -77,7 +77,7 @@ def make_job(
 def plan(job: TrainingJob) -> Plan:
     """Parameters and step count, and a time estimate from one timed forward+backward pass."""
     from training.examples import sft_dataset
-    from training.full import padding_collator
+    from training.examples import padding_collator
 
     recipe = job.recipe
     model = (full.build_model if recipe.method == "full" else lora.build_model)(job)

@@ -67,3 +67,10 @@ def preference_dataset(tokenizer: Any, system_prompt: str, records: Sequence[Pre
         }
         for r in records
     ])
+
+
+def padding_collator(tokenizer: Any) -> Any:
+    """Pads each batch to its own longest example; padded labels are ignored by the loss."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=IGNORE_INDEX)

@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.examples import sft_dataset
-from training.full import padding_collator
 from training.job import ARTIFACT, TrainingJob, TrainingResult, count_parameters, load_tokenizer
-from training.runner import StageResult, train_with_progress, training_arguments, use_cuda
+from training.runner import StageResult, sft_trainer, train_with_progress, use_cuda
 
 
 def build_model(job: TrainingJob) -> Any:
@@ -51,21 +49,10 @@ def build_model(job: TrainingJob) -> Any:
 
 def train_adapter(job: TrainingJob, stage_dir: Path) -> tuple[Any, StageResult]:
     """Supervised fine-tuning of a new adapter; checkpoints and adapter go under `stage_dir`."""
-    from transformers import Trainer
-
     tokenizer = load_tokenizer(job.base_model)
     model = build_model(job)
-    recipe = job.recipe
-    trainer = Trainer(
-        model=model,
-        args=training_arguments(
-            recipe, stage_dir, epochs=recipe.epochs, learning_rate=recipe.learning_rate,
-            batch_size=recipe.batch_size,
-        ),
-        train_dataset=sft_dataset(tokenizer, job.system_prompt, job.train, recipe.max_length),
-        data_collator=padding_collator(tokenizer),
-    )
-    label = f"{job.department} {'qlora' if recipe.method == 'qlora' else 'lora'}"
+    trainer = sft_trainer(job, model, tokenizer, stage_dir)
+    label = f"{job.department} {'qlora' if job.recipe.method == 'qlora' else 'lora'}"
     stage = train_with_progress(trainer, label, resume=job.resume, show_progress=job.show_progress)
     model.save_pretrained(str(stage_dir / ARTIFACT))
     return model, stage

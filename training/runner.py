@@ -76,6 +76,23 @@ def training_arguments(
     return (config_class or TrainingArguments)(**{**arguments, **extra})
 
 
+def sft_trainer(job: Any, model: Any, tokenizer: Any, stage_dir: Path) -> Any:
+    """A Trainer for supervised fine-tuning on the job's records; checkpoints under `stage_dir`."""
+    from transformers import Trainer
+
+    from training.examples import padding_collator, sft_dataset
+
+    recipe = job.recipe
+    return Trainer(
+        model=model,
+        args=training_arguments(
+            recipe, stage_dir, epochs=recipe.epochs, learning_rate=recipe.learning_rate, batch_size=recipe.batch_size
+        ),
+        train_dataset=sft_dataset(tokenizer, job.system_prompt, job.train, recipe.max_length),
+        data_collator=padding_collator(tokenizer),
+    )
+
+
 def last_checkpoint(run_dir: Path) -> Path | None:
     checkpoints = sorted(
         (run_dir / CHECKPOINTS).glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])
