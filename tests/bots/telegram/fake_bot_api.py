@@ -4,25 +4,25 @@ Speaks the Bot API's HTTP shapes (POST /bot<TOKEN>/<method>, form- or JSON-encod
 parameters, `{"ok": ..., "result"|"error_code"+"description"+"parameters"}` answers),
 records every call, and can be told to fail the way Telegram does: 429 with
 `parameters.retry_after`, 403 "bot was blocked by the user", or a 5xx.
-Runs uvicorn in a background thread so tests drive it from their own event loop.
+Served by the suite's LiveServer (uvicorn in a thread), so tests drive it from their own event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.conftest import LiveServer
 
 TOKEN = "7000000001:FAKE-test-token-not-real"
 BOT_USER = {
@@ -69,31 +69,20 @@ class FakeBotApi:
         self._updates: list[dict[str, Any]] = []
         self._message_id = 1000
         self.webhook: dict[str, Any] | None = None
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/bot"
-        self.base_file_url = f"http://127.0.0.1:{self.port}/file/bot"
         app = Starlette(routes=[Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"])])
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._live = LiveServer(app)
+        self.port = self._live.port
+        self.base_url = f"{self._live.url}/bot"
+        self.base_file_url = f"{self._live.url}/file/bot"
 
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> FakeBotApi:
-        self._thread.start()
-        deadline = time.monotonic() + 15
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake Bot API did not start")
-            time.sleep(0.01)
+        self._live.__enter__()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._live.__exit__()
 
     def reset(self) -> None:
         with self._lock:
