@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -379,8 +381,9 @@ def _train_one(settings: Settings, department: str, recipe, base_model: str, *, 
         }))
         return
     console.print(f"[bold]{department}[/bold]: {recipe.method} on {job.base_model} -> {job.run_dir}")
-    outcome = train_department(job, settings.models_path, settings.home / "reports", force=force,
-                               device=settings.device)
+    with _eval_progress() as on_progress:
+        outcome = train_department(job, settings.models_path, settings.home / "reports", force=force,
+                                   device=settings.device, on_progress=on_progress)
     seconds = sum(stage.seconds for stage in outcome.result.stages)
     verdict = "[green]promoted[/green]" if outcome.decision.promoted else "[yellow]not promoted[/yellow]"
     console.print(
@@ -406,9 +409,9 @@ def evaluate(target: Annotated[str, typer.Argument(help="A department, 'all', or
     table = Table("department", "base", "trained", "gain", "trained model")
     for department in departments:
         artifact = live_artifact(settings.models_path, department)
-        with console.status(f"Evaluating {department}..."):
+        with _eval_progress() as on_progress:
             base_eval, trained_eval = evaluate_pair(department, base_model, artifact, prompts[department],
-                                                    device=settings.device)
+                                                    device=settings.device, on_progress=on_progress)
         evaluations = [base_eval] + ([trained_eval] if trained_eval else [])
         report = write_report(settings.home / "reports", department, evaluations, {"base_model": base_model})
         console.print(f"{department}: report {report}")
@@ -449,6 +452,23 @@ def _eval_router(settings: Settings) -> None:
     for label, row in zip(evaluation.labels, evaluation.confusion, strict=True):
         table.add_row(label, *map(str, row))
     Console().print(table)
+
+
+@contextlib.contextmanager
+def _eval_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per evaluated model, fed by evaluation's per-batch callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("evaluating {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done)
+
+        yield update
 
 
 def _targets(target: str) -> list[str]:

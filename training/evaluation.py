@@ -44,16 +44,19 @@ def evaluate(
     label: str,
     params: GenerationParams = EVAL_PARAMS,
     batch_size: int = 16,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[str, int, int], None] | None = None,
 ) -> Evaluation:
-    """Answer every question greedily (batched) and score fact accuracy."""
+    """Answer every question greedily (batched) and score fact accuracy.
+
+    `on_batch(label, answered, total)` is called after each batch, for a progress bar.
+    """
     started = time.perf_counter()
     questions = [user_text(r.instruction, r.input) for r in records]
     replies: list[str] = []
     for start in range(0, len(questions), batch_size):
         replies += generate_batch(model, tokenizer, system_prompt, questions[start : start + batch_size], params)
         if on_batch:
-            on_batch(len(replies))
+            on_batch(label, len(replies), len(questions))
     answers = [
         Answer(q, r.expected, reply, contains_all(reply, r.expected))
         for q, r, reply in zip(questions, records, replies, strict=True)

@@ -131,8 +131,10 @@ def test_evaluation_scores_base_and_trained(tiny_model_dir, tmp_path, records):
     from inference.registry import Artifact
 
     result = lora.train(job_for("lora", tiny_model_dir, tmp_path / "run", records, epochs=1))
+    progress = []
     base, trained = evaluate_pair("finance", str(tiny_model_dir), Artifact("finance", "adapter", result.artifact),
-                                  PROMPT)
+                                  PROMPT, on_progress=lambda *update: progress.append(update))
+    assert progress[-1] == (trained.label, len(trained.answers), len(trained.answers))
     assert len(base.answers) == len(trained.answers) >= 60
     assert base.label == "base" and trained.label.startswith("adapter")
     assert 0.0 <= base.accuracy <= 1.0
