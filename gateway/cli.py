@@ -128,7 +128,8 @@ def chat() -> None:
             message = IncomingMessage("console", "console:local", text, user_id="local")
             reply = loop.run_until_complete(pipeline.handle(message))
             route = reply.route
-            console.print(f"[dim][{route.department} {route.confidence:.2f} {route.reason}][/dim]")
+            # style=, not markup: "[hr ...]" would be read as a rich tag and vanish.
+            console.print(f"({route.department}, confidence {route.confidence:.2f}, {route.reason})", style="dim")
             console.print(reply.text, highlight=False, markup=False)
     finally:
         loop.close()

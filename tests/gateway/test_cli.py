@@ -94,3 +94,10 @@ def test_a_missing_base_model_is_a_clear_error(tmp_path):
                                                    "SWITCHBOARD_HOME": str(tmp_path), "SWITCHBOARD_ROUTER": "commands"})
     assert result.exit_code == 1
     assert "does not exist" in result.stderr
+
+
+def test_chat_shows_the_route_of_each_reply_and_resets(env):
+    result = runner.invoke(app, ["chat"], input="/hr\nhow many casual leaves?\n/reset\n", env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("(hr, confidence 1.00, command)") == 2
+    assert "Done: I have forgotten this conversation." in result.stdout + result.stderr
