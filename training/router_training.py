@@ -13,12 +13,11 @@ questions use words the few training questions never did ("tourniquet",
 "IRN"), and answers and handbooks hold them. Answers of VALIDATION/TEST
 records are never used, so no test question's own answer leaks in.
 
-    python -m training.router_training OUT_DIR [--method tfidf-svm] [--no-augment] [--seed 0]
+    switchboard train router      (or train_router(out_dir=...) from Python)
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 import time
@@ -323,26 +322,3 @@ def _write_atomically(out_dir: Path, model: Pipeline, metadata: RouterMetadata) 
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Train Switchboard's learned router.")
-    parser.add_argument("out_dir", type=Path, help="where to write the artifact, e.g. <models_dir>/router")
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-augment", dest="augment", action="store_false",
-                        help="train on the instructions only, not also on answers and handbooks")
-    args = parser.parse_args()
-    report = train_router(args.data_dir, out_dir=args.out_dir, method=args.method, seed=args.seed,
-                          augment=args.augment)
-    ev = report.evaluation
-    print(f"{report.method}: trained in {report.train_seconds:.1f}s, threshold {report.threshold:.2f} "
-          f"(switch {report.switch_threshold:.2f}), "
-          f"test dept accuracy {ev.department_accuracy:.1%}, "
-          f"out-of-scope -> base {ev.out_of_scope_to_base:.1%}, "
-          f"unseen wording {ev.unseen_wording_accuracy or 0:.1%} -> {report.directory}")
-
-
-if __name__ == "__main__":
-    main()
