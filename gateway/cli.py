@@ -395,7 +395,7 @@ def _train_one(settings: Settings, department: str, recipe, base_model: str, *, 
 
 @app.command("eval")
 def evaluate(target: Annotated[str, typer.Argument(help="A department, 'all', or 'router'.")]) -> None:
-    """Fact accuracy on eval.jsonl: the base model vs the live (or newest candidate) model."""
+    """Fact accuracy on eval.jsonl: the base model vs the live model."""
     from inference.prompts import system_prompts
     from training.department import evaluate_pair, live_artifact
     from training.evaluation import write_report

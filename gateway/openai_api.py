@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.departments import TARGETS
 from core.messages import Reply, Route, Turn
 from gateway.errors import ApiError
-from gateway.pipeline import Pipeline, ReplyStream, UnknownModel
+from gateway.pipeline import Pipeline, ReplyStream
 from inference.base import InputTooLong
 from router.commands import AUTO
 
@@ -98,8 +98,6 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(_sse(completion_id, stream, include_usage))
         reply = await pipeline.complete(body.model, turns, params)
-    except UnknownModel:  # checked above; kept so a race can never surface as a 500
-        raise ApiError(404, f"The model '{body.model}' does not exist.", code="model_not_found") from None
     except InputTooLong as error:
         raise ApiError(400, str(error), code="context_length_exceeded", param="messages") from None
     except ValueError as error:

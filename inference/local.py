@@ -77,30 +77,33 @@ class LocalBackend:
         tokenizer = AutoTokenizer.from_pretrained(self._base_model)
         base = load_causal_lm(self._base_model, device)
         registry = read_registry(self._models_dir)
-        shared: Any = base  # becomes the PEFT model once an adapter is attached
-        loaded: dict[str, _Served] = {}
         notes: dict[str, str] = dict(registry.problems)
+        # Adapters first: each one wraps the shared base, so entries built
+        # afterwards all point at the final PEFT model.
+        shared: Any = base
         for department, artifact in registry.artifacts.items():
-            try:
-                if artifact.kind == "adapter":
+            if artifact.kind == "adapter":
+                try:
                     shared = attach_adapter(shared, artifact)
-                    loaded[department] = _Served(None, tokenizer, department, _info(artifact))
-                else:
-                    model = load_causal_lm(artifact.path, device)
-                    loaded[department] = _Served(
-                        model, tokenizer_for(artifact.path, tokenizer), None,
-                        _info(artifact),
-                    )
-            except Exception as error:  # a broken artifact must fall back, never crash
-                notes[department] = f"{artifact.kind} {artifact.path} failed to load: {_brief(error)}"
+                except Exception as error:  # a broken artifact must fall back, never crash
+                    notes[department] = _load_failure(artifact, error)
 
         no_adapter = _NO_ADAPTER if shared is not base else None
         served: dict[str, _Served] = {}
         for department in (*DEPARTMENTS, BASE):
-            entry = loaded.get(department)
-            if entry is not None:
-                served[department] = _Served(entry.model or shared, entry.tokenizer, entry.adapter, entry.info)
-                continue
+            artifact = registry.artifacts.get(department)
+            if artifact is not None and department not in notes:
+                if artifact.kind == "adapter":
+                    served[department] = _Served(shared, tokenizer, department, _info(artifact))
+                    continue
+                try:
+                    model = load_causal_lm(artifact.path, device)
+                    served[department] = _Served(
+                        model, tokenizer_for(artifact.path, tokenizer), None, _info(artifact)
+                    )
+                    continue
+                except Exception as error:
+                    notes[department] = _load_failure(artifact, error)
             note = notes.get(department, "")
             if note:
                 log.warning("%s: %s; serving the base model with its system prompt", department, note)
@@ -267,6 +270,10 @@ class _TextStreamer:
 
     def end(self) -> None:
         pass
+
+
+def _load_failure(artifact: Artifact, error: Exception) -> str:
+    return f"{artifact.kind} {artifact.path} failed to load: {_brief(error)}"
 
 
 def _info(artifact: Artifact) -> DepartmentModel:

@@ -3,7 +3,6 @@ talk to loopback servers that speak the Bot API and Twilio REST shapes."""
 
 import json
 import time
-from pathlib import Path
 
 import httpx
 import pytest
