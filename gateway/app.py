@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.components import Components, build_channels, build_components
+from gateway.channels import Dispatcher
+from gateway.components import Components, build_channels, build_components, build_dispatcher
 from gateway.errors import install_error_handlers
 from gateway.openai_api import api
 from gateway.webhooks import webhooks
@@ -33,10 +34,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.load_error = None
-        channels = build_channels(components.settings, components.pipeline)
+        settings = components.settings
+        channels = build_channels(settings, components.pipeline)
+        dispatcher = build_dispatcher(components, channels, run_worker=settings.worker_in_process)
         app.state.channels = channels
-        await channels.start(telegram_polling=telegram_polling)
-        tasks = [asyncio.create_task(_load(app, components))]
+        await channels.start(dispatcher, telegram_polling=telegram_polling)
+        tasks = [asyncio.create_task(_load_then_answer(app, components, dispatcher))]
         if components.settings.reload_interval_seconds > 0:
             tasks.append(asyncio.create_task(components.watch_registry(components.settings.reload_interval_seconds)))
         try:
@@ -61,6 +64,9 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
+        dispatcher = request.app.state.channels.dispatcher
+        if dispatcher is not None and not await dispatcher.ready():
+            return JSONResponse({"status": "queue unavailable", "error": "Redis does not answer"}, status_code=503)
         if components.backend.ready:
             return JSONResponse({"status": "ready"})
         error = getattr(request.app.state, "load_error", None)
@@ -74,11 +80,13 @@ def create_app(
     return app
 
 
-async def _load(app: FastAPI, components: Components) -> None:
-    if components.backend.ready:
-        return
-    try:
-        await asyncio.to_thread(components.start)
-    except Exception as error:  # keep serving /healthz and say why in /readyz
-        log.exception("loading models failed")
-        app.state.load_error = str(error)
+async def _load_then_answer(app: FastAPI, components: Components, dispatcher: Dispatcher) -> None:
+    """Load the models, then answer queued messages (accepted ones wait for the models)."""
+    if not components.backend.ready:
+        try:
+            await asyncio.to_thread(components.start)
+        except Exception as error:  # keep serving /healthz and say why in /readyz
+            log.exception("loading models failed")
+            app.state.load_error = str(error)
+            return
+    await dispatcher.run()

@@ -1,10 +1,9 @@
 """Chat channels: accept parsed webhook events at once, answer them in the background.
 
 Webhooks only verify, dedupe and enqueue, so a platform never waits on the
-model (Twilio gives up after 15 s; Telegram retries slow answers). One worker
-drains the queue in order, which keeps each conversation's messages in order;
-the model serves one request at a time anyway. The queue lives in this
-process: the embedded default is single-process only.
+model (Twilio gives up after 15 s; Telegram retries slow answers). Where the
+queue lives is the dispatcher's business: this process (the default) or a
+Redis Stream shared by many workers (gateway.stream_worker).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from typing import Protocol
 
 from bots.events import CallbackQuery, ChatBlocked, DeliveryStatus, Ignored, Inbound, Message, Notice
 from gateway.dedupe import SeenKeys
+from gateway.redis_queue import QueueUnavailable
 from gateway.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -78,39 +78,17 @@ class WhatsAppChannel:
             self.delivery_log.record(event)
 
 
-class Dispatcher:
-    """Dedupe, queue, and answer events through the pipeline."""
+class Responder:
+    """Answers one event on the channel it came from: the model for messages, fixed texts, events."""
 
-    def __init__(self, pipeline: Pipeline, seen: SeenKeys) -> None:
+    def __init__(self, pipeline: Pipeline, channels: dict[str, ReplyChannel]) -> None:
         self.pipeline = pipeline
-        self.seen = seen
-        self._queue: asyncio.Queue[tuple[ReplyChannel, Inbound]] = asyncio.Queue()
+        self.channels = channels
 
-    async def accept(self, channel: ReplyChannel, event: Inbound) -> bool:
-        """Queue the event; False if it is a platform retry of one already accepted."""
-        if isinstance(event, Ignored):
-            return True
-        key = getattr(event, "dedupe_key", None)
-        if key is not None and not await self.seen.first_time(key):
-            return False
-        self._queue.put_nowait((channel, event))
-        return True
-
-    async def run(self) -> None:
-        while True:
-            channel, event = await self._queue.get()
-            try:
-                await self._answer(channel, event)
-            except Exception:  # one failed reply must not stop the others
-                log.exception("%s: could not handle a %s", channel.name, type(event).__name__)
-            finally:
-                self._queue.task_done()
-
-    async def drain(self) -> None:
-        """Wait until everything queued so far has been answered (tests, shutdown)."""
-        await self._queue.join()
-
-    async def _answer(self, channel: ReplyChannel, event: Inbound) -> None:
+    async def answer(self, channel_name: str, event: Inbound) -> None:
+        channel = self.channels.get(channel_name)
+        if channel is None:
+            raise LookupError(f"channel '{channel_name}' is not configured in this process")
         if isinstance(event, Message):
             async with channel.working(event.reply_to):
                 reply = await self.pipeline.handle(event.incoming)
@@ -121,21 +99,80 @@ class Dispatcher:
             await channel.handle_event(event)
 
 
+class Dispatcher(Protocol):
+    """Takes accepted webhook events and gets them answered."""
+
+    async def accept(self, channel: ReplyChannel, event: Inbound) -> bool:
+        """Store the event for answering; False for a platform retry of one already accepted.
+
+        Raises gateway.redis_queue.QueueUnavailable when the event cannot be stored now.
+        """
+        ...
+
+    async def run(self) -> None:
+        """Answer accepted events until cancelled (a no-op where other processes do it)."""
+        ...
+
+    async def ready(self) -> bool: ...
+
+
+class InProcessDispatcher:
+    """The embedded default: dedupe and queue in this process, one worker draining in order.
+
+    One worker keeps each conversation's messages in order; the model serves one
+    request at a time anyway. Single-process only: a crash loses what is queued.
+    """
+
+    def __init__(self, responder: Responder, seen: SeenKeys) -> None:
+        self.responder = responder
+        self.seen = seen
+        self._queue: asyncio.Queue[tuple[str, Inbound]] = asyncio.Queue()
+
+    async def accept(self, channel: ReplyChannel, event: Inbound) -> bool:
+        if isinstance(event, Ignored):
+            return True
+        key = getattr(event, "dedupe_key", None)
+        if key is not None and not await self.seen.first_time(key):
+            return False
+        self._queue.put_nowait((channel.name, event))
+        return True
+
+    async def run(self) -> None:
+        while True:
+            channel_name, event = await self._queue.get()
+            try:
+                await self.responder.answer(channel_name, event)
+            except Exception:  # one failed reply must not stop the others
+                log.exception("%s: could not handle a %s", channel_name, type(event).__name__)
+            finally:
+                self._queue.task_done()
+
+    async def ready(self) -> bool:
+        return True
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far has been answered (tests, shutdown)."""
+        await self._queue.join()
+
+
 class ChannelSet:
     """The configured channels, their shared dispatcher, and their start-up and shut-down."""
 
-    def __init__(
-        self, dispatcher: Dispatcher, telegram: TelegramChannel | None, whatsapp: WhatsAppChannel | None
-    ) -> None:
-        self.dispatcher = dispatcher
+    def __init__(self, telegram: TelegramChannel | None, whatsapp: WhatsAppChannel | None) -> None:
         self.telegram = telegram
         self.whatsapp = whatsapp
+        self.dispatcher: Dispatcher | None = None
         self.telegram_ready = False
         self._tasks: list[asyncio.Task] = []
         self._stop_polling = asyncio.Event()
 
-    async def start(self, *, telegram_polling: bool = False) -> None:
-        self._tasks.append(asyncio.create_task(self.dispatcher.run()))
+    @property
+    def by_name(self) -> dict[str, ReplyChannel]:
+        return {channel.name: channel for channel in (self.telegram, self.whatsapp) if channel is not None}
+
+    async def start(self, dispatcher: Dispatcher, *, telegram_polling: bool = False) -> None:
+        """Connect the channels; accepted events go to `dispatcher` (whose `run` the caller starts)."""
+        self.dispatcher = dispatcher
         if self.telegram is None:
             return
         try:
@@ -150,7 +187,14 @@ class ChannelSet:
             telegram = self.telegram
 
             async def on_update(update: dict) -> None:
-                await self.dispatcher.accept(telegram, parse_update(update, telegram.sender.identity))
+                event = parse_update(update, telegram.sender.identity)
+                while True:  # polling has no platform retry: hold the update until it is stored
+                    try:
+                        await dispatcher.accept(telegram, event)
+                        return
+                    except QueueUnavailable as error:
+                        log.warning("telegram: cannot queue an update yet (%s); retrying", error)
+                        await asyncio.sleep(1.0)
 
             self._tasks.append(asyncio.create_task(poll(telegram.sender.bot, on_update, self._stop_polling)))
 

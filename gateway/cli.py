@@ -43,6 +43,8 @@ def _settings() -> Settings:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if settings.log_level != "debug":  # one INFO line per Bot API / Twilio request drowns everything else
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     return settings
 
 
@@ -93,6 +95,63 @@ def serve(
         _fail("--telegram-polling needs SWITCHBOARD_TELEGRAM_BOT_TOKEN", 2)
     app_ = create_app(settings, telegram_polling=telegram_polling)
     uvicorn.run(app_, host=host, port=port, log_level=settings.log_level)
+
+
+@app.command()
+def worker() -> None:
+    """Answer messages queued in Redis (run as many as you like, on any machines)."""
+    from gateway.worker_process import run_worker
+
+    settings = _settings()
+    if settings.redis_url is None:
+        _fail("a worker takes messages from Redis: set SWITCHBOARD_REDIS_URL (e.g. redis://localhost:6379/0)", 2)
+    components = _started(settings)
+    console.print(f"worker: answering messages queued in {settings.redis_url}; Ctrl-C stops after in-flight ones")
+    try:
+        asyncio.run(run_worker(components))
+    finally:
+        components.close()
+
+
+queue_app = typer.Typer(help="The Redis message queue.")
+app.add_typer(queue_app, name="queue")
+
+
+@queue_app.command("status")
+def queue_status(
+    recent: Annotated[int, typer.Option(help="How many dead letters to show.")] = 5,
+) -> None:
+    """Entries waiting, in flight per worker, and dead letters with their errors."""
+    from gateway.components import build_queue, redis_client
+    from redis.exceptions import RedisError
+
+    settings = _settings()
+    if settings.redis_url is None:
+        _fail("no queue to show: messages are queued in process unless SWITCHBOARD_REDIS_URL is set", 2)
+
+    async def read():  # noqa: ANN202
+        client = redis_client(settings)
+        try:
+            return await build_queue(settings, client).status(recent)
+        finally:
+            await client.aclose()
+
+    try:
+        status = asyncio.run(read())
+    except (RedisError, OSError) as error:
+        _fail(f"cannot reach Redis at {settings.redis_url}: {error}")
+    out = Console()
+    out.print(f"waiting: {status.waiting}   in flight: {status.pending}   dead letters: {status.dead_letters}")
+    if status.consumers:
+        table = Table("worker", "in flight", "idle (s)")
+        for name, pending, idle_ms in status.consumers:
+            table.add_row(name, str(pending), f"{idle_ms / 1000:.1f}")
+        out.print(table)
+    if status.recent_dead:
+        table = Table("dead letter", "conversation", "attempts", "error", title="most recent dead letters")
+        for dead in status.recent_dead:
+            table.add_row(dead.id, dead.conversation, str(dead.attempts), dead.error)
+        out.print(table)
 
 
 @app.command()

@@ -6,8 +6,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from gateway.channels import ChannelSet, Dispatcher, TelegramChannel, WhatsAppChannel
+from gateway.channels import ChannelSet, Dispatcher, InProcessDispatcher, Responder, TelegramChannel, WhatsAppChannel
 from gateway.dedupe import InProcessSeenKeys
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, PipelineLimits
@@ -30,6 +31,7 @@ class Components:
     pipeline: Pipeline
     backend: LocalBackend
     metrics: Metrics
+    redis: Any = None  # redis.asyncio.Redis shared by memory and queue, when configured
 
     def start(self, *, show_progress: bool = False) -> None:
         """Prepare the base model and load every department (blocking, seconds)."""
@@ -138,24 +140,60 @@ def build_channels(settings: Settings, pipeline: Pipeline) -> ChannelSet:
         )
         status_url = settings.public_url.rstrip("/") + "/webhooks/whatsapp/status"
         whatsapp = WhatsAppChannel(sender, status_url, DeliveryLog())
-    dispatcher = Dispatcher(pipeline, InProcessSeenKeys(settings.dedupe_ttl_seconds))
-    return ChannelSet(dispatcher, telegram, whatsapp)
+    return ChannelSet(telegram, whatsapp)
 
 
-def build_memory(settings: Settings) -> ConversationMemory:
-    """Redis when configured (shared by every process), else this process's memory."""
-    if settings.redis_url is None:
-        return InProcessMemory(settings.memory_window, settings.memory_ttl_seconds)
+def build_dispatcher(components: Components, channels: ChannelSet, *, run_worker: bool) -> Dispatcher:
+    """The Redis queue (with an optional worker in this process) when Redis is configured, else in-process."""
+    settings = components.settings
+    responder = Responder(components.pipeline, channels.by_name)
+    if components.redis is None:
+        return InProcessDispatcher(responder, InProcessSeenKeys(settings.dedupe_ttl_seconds))
+    from gateway.stream_worker import RedisDispatcher
+
+    worker = build_worker(components, responder) if run_worker else None
+    return RedisDispatcher(build_queue(settings, components.redis), worker)
+
+
+def build_queue(settings: Settings, client: Any):  # noqa: ANN201 - gateway.redis_queue.RedisQueue
+    from gateway.redis_queue import RedisQueue
+
+    return RedisQueue(
+        client,
+        dedupe_ttl_seconds=settings.dedupe_ttl_seconds,
+        lock_seconds=settings.queue_lock_seconds,
+        claim_idle_seconds=settings.queue_claim_idle_seconds,
+        max_attempts=settings.queue_max_attempts,
+    )
+
+
+def build_worker(components: Components, responder: Responder):  # noqa: ANN201 - StreamWorker
+    from gateway.stream_worker import StreamWorker
+
+    settings = components.settings
+    queue = build_queue(settings, components.redis)
+    return StreamWorker(queue, responder, concurrency=settings.worker_concurrency)
+
+
+def redis_client(settings: Settings):  # noqa: ANN201 - redis.asyncio.Redis
     import redis.asyncio
 
+    # Short timeouts: with Redis down, a webhook should answer 503 quickly, not hang.
+    return redis.asyncio.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+
+
+def build_memory(settings: Settings, client: Any = None) -> ConversationMemory:
+    """Redis when configured (shared by every process), else this process's memory."""
+    if client is None:
+        return InProcessMemory(settings.memory_window, settings.memory_ttl_seconds)
     from memory.redis import RedisMemory
 
-    client = redis.asyncio.from_url(settings.redis_url)
     return RedisMemory(client, settings.memory_window, settings.memory_ttl_seconds)
 
 
 def build_components(settings: Settings) -> Components:
     metrics = Metrics()
+    client = redis_client(settings) if settings.redis_url else None
     backend = LocalBackend(
         settings.models_path,
         system_prompts(settings.system_prompts),
@@ -163,10 +201,10 @@ def build_components(settings: Settings) -> Components:
     )
     pipeline = Pipeline(
         router=build_router(settings),
-        memory=build_memory(settings),
+        memory=build_memory(settings, client),
         backend=backend,
         defaults=settings.generation_defaults(),
         metrics=metrics,
         limits=PipelineLimits(max_input_chars=settings.max_input_chars),
     )
-    return Components(settings, pipeline, backend, metrics)
+    return Components(settings, pipeline, backend, metrics, client)

@@ -53,8 +53,20 @@ class Settings(BaseSettings):
         default="learned", description="Automatic routing: the learned classifier, or commands only."
     )
     redis_url: str | None = Field(
-        default=None, description="redis://host:6379/0 keeps conversation memory in Redis (default: in process)."
+        default=None,
+        description="redis://host:6379/0 puts memory, dedupe and the message queue in Redis (default: in process).",
     )
+    worker_in_process: bool = Field(
+        default=True, description="With Redis, `serve` also answers queued messages (off: only `switchboard worker`s do)."
+    )
+    worker_concurrency: int = Field(default=4, ge=1, le=256, description="Messages one worker answers at once.")
+    queue_lock_seconds: float = Field(
+        default=30, gt=0, description="Per-conversation lock expiry; renewed while a worker is alive."
+    )
+    queue_claim_idle_seconds: float = Field(
+        default=60, gt=0, description="Entries a worker has held this long unacknowledged are reclaimed by others."
+    )
+    queue_max_attempts: int = Field(default=5, ge=1, description="Failures before an entry goes to the dead-letter stream.")
     memory_window: int = Field(default=8, ge=1, le=200, description="Turns (messages) kept per conversation.")
     memory_ttl_seconds: int = Field(default=86_400, ge=1, description="Idle conversations are forgotten after this.")
     max_input_chars: int = Field(default=4000, ge=1, description="Longest accepted user message.")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway.errors import ApiError
+from gateway.redis_queue import QueueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ async def telegram_update(request: Request) -> JSONResponse:
         payload = json.loads(await request.body())
     except ValueError:
         raise ApiError(400, "The body is not valid JSON.") from None
-    accepted = await channels.dispatcher.accept(telegram, parse_update(payload, telegram.sender.identity))
+    accepted = await _accept(channels, telegram, parse_update(payload, telegram.sender.identity))
     return JSONResponse({"ok": True, "duplicate": not accepted})
 
 
@@ -46,7 +47,7 @@ async def whatsapp_message(request: Request) -> Response:
 
     channels = request.app.state.channels
     whatsapp = await _verified_whatsapp(request, WHATSAPP_PATH)
-    await channels.dispatcher.accept(whatsapp, parse_message(await request.form()))
+    await _accept(channels, whatsapp, parse_message(await request.form()))
     # Answer with empty TwiML now; the reply goes out through the REST API when ready.
     return Response(EMPTY_TWIML, media_type=TWIML_CONTENT_TYPE)
 
@@ -58,6 +59,15 @@ async def whatsapp_status(request: Request) -> Response:
     whatsapp = await _verified_whatsapp(request, WHATSAPP_STATUS_PATH)
     await whatsapp.handle_event(parse_status(await request.form()))
     return Response(EMPTY_TWIML, media_type=TWIML_CONTENT_TYPE)
+
+
+async def _accept(channels, channel, event) -> bool:  # noqa: ANN001
+    try:
+        return await channels.dispatcher.accept(channel, event)
+    except QueueUnavailable as error:
+        # Refuse rather than accept and lose it: both platforms retry a 5xx later.
+        log.error("%s: cannot queue a message: %s", channel.name, error)
+        raise ApiError(503, "The message queue is unavailable; retry later.") from None
 
 
 async def _verified_whatsapp(request: Request, path: str):  # noqa: ANN202

@@ -30,6 +30,18 @@ def _clean_environment() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server on a free loopback port, shared by this test session."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def cache_home() -> Path:
     """Where the converted base model is cached across test runs."""
     return Path(os.environ.get("SWITCHBOARD_TEST_HOME", REPO / ".cache" / "test-home"))

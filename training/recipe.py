@@ -12,6 +12,7 @@ from core.yaml_file import YamlFileError, read_yaml_mapping
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 Method = Literal["full", "lora", "qlora", "dpo"]
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 class RecipeError(ValueError):
@@ -32,6 +33,8 @@ class Recipe(BaseModel):
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
     max_length: int = Field(default=384, ge=32)
     seed: int = 0
+    # auto: bf16 on CUDA, and bf16 autocast over fp32 weights on a CPU with native bf16 (about 1.5x faster)
+    precision: Precision = "auto"
     # LoRA and QLoRA ("all-linear" = every linear layer but the output head, for any architecture)
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)

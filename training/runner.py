@@ -36,6 +36,22 @@ def use_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matmuls are faster than fp32 here, not emulated."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def mixed_precision_bf16(recipe: Recipe) -> bool:
+    """Whether the Trainer runs in bf16 (autocast on CPU; master weights stay fp32 there)."""
+    if recipe.precision != "auto":
+        return recipe.precision == "bf16"
+    return use_cuda() or cpu_has_native_bf16()
+
+
 def training_arguments(
     recipe: Recipe,
     output_dir: Path,
@@ -48,7 +64,8 @@ def training_arguments(
 ) -> Any:
     """TrainingArguments (or a subclass such as DPOConfig) from a recipe.
 
-    bf16 on CUDA, fp32 on CPU. Checkpoints every epoch, so `--resume` loses at
+    bf16 on CUDA; on CPU bf16 autocast where the CPU has native bf16, else fp32
+    (`precision` in the recipe overrides). Checkpoints every epoch, so `--resume` loses at
     most one epoch. Works unchanged under `accelerate launch` (data parallel).
     """
     from transformers import TrainingArguments
@@ -66,7 +83,7 @@ def training_arguments(
         save_strategy="epoch",
         save_total_limit=2,
         seed=recipe.seed,
-        bf16=cuda,
+        bf16=mixed_precision_bf16(recipe),
         use_cpu=not cuda,
         report_to="none",
         disable_tqdm=True,  # our own bar shows loss and ETA

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -26,81 +21,6 @@ def anyio_backend() -> str:
     # Async tests and their async fixtures share one asyncio loop (redis.asyncio
     # connections are bound to the loop that opened them).
     return "asyncio"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start_redis(binary: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import redis
-
-    port = _free_port()
-    log = workdir / "redis.log"
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--dir", str(workdir),
-            "--save", "",  # no RDB snapshots
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--logfile", str(log),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    probe = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.5)
-    deadline = time.monotonic() + 10
-    try:
-        while True:
-            if process.poll() is not None:
-                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-                raise RuntimeError(f"redis-server exited with {process.returncode}:\n{tail}")
-            try:
-                if probe.ping():
-                    return process, url
-            except (redis.ConnectionError, redis.TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"redis-server on port {port} did not answer PING within 10 s")
-            time.sleep(0.02)
-    finally:
-        probe.close()
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server on a free loopback port, for this test session only."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(
-            "redis-server not found on PATH; the Redis memory tests start their own server. "
-            "Install it with: apt-get update && apt-get install -y redis-server",
-            pytrace=False,
-        )
-    # Another process may grab the probed port before redis binds it: try again.
-    for attempt in range(3):
-        try:
-            process, url = _start_redis(binary, tmp_path_factory.mktemp("redis"))
-            break
-        except RuntimeError:
-            if attempt == 2:
-                raise
-    try:
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class FakeClock:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -69,6 +70,7 @@ class FakeBotApi:
         self._updates: list[dict[str, Any]] = []
         self._message_id = 1000
         self.webhook: dict[str, Any] | None = None
+        self.on_call: Callable[[Call], None] | None = None  # runs as each call is answered
         app = Starlette(routes=[Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"])])
         self._live = LiveServer(app)
         self.port = self._live.port
@@ -91,6 +93,7 @@ class FakeBotApi:
             self._blocked.clear()
             self._updates.clear()
             self.webhook = None
+            self.on_call = None
 
     # -- what tests arrange ----------------------------------------------------
 
@@ -142,8 +145,11 @@ class FakeBotApi:
         return self._answer(method, params, 200, {"ok": True, "result": result})
 
     def _answer(self, method: str, params: dict[str, Any], status: int, body: dict[str, Any]) -> JSONResponse:
+        call = Call(method, params, status, time.monotonic())
         with self._lock:
-            self.calls.append(Call(method, params, status, time.monotonic()))
+            self.calls.append(call)
+        if self.on_call is not None:
+            self.on_call(call)
         return JSONResponse(body, status_code=status)
 
     def _take_failure(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:

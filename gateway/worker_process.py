@@ -1,0 +1,55 @@
+"""`switchboard worker`: answer queued messages from Redis, no HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from gateway.components import Components, build_channels, build_queue, build_worker
+from gateway.channels import Responder
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(components: Components, stop: asyncio.Event | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT (or `stop`); in-flight messages finish first.
+
+    The models must already be loaded (`components.start()`).
+    """
+    if components.redis is None:
+        raise ValueError("a worker needs Redis: set SWITCHBOARD_REDIS_URL (or redis_url in the config file)")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    settings = components.settings
+    channels = build_channels(settings, components.pipeline)
+    queue = build_queue(settings, components.redis)
+    await channels.start(_NoIntake(queue))  # connects the senders; this process takes no webhooks
+    worker = build_worker(components, Responder(components.pipeline, channels.by_name))
+    watcher = None
+    if settings.reload_interval_seconds > 0:
+        watcher = asyncio.create_task(components.watch_registry(settings.reload_interval_seconds))
+    try:
+        await worker.run(stop)
+    finally:
+        if watcher:
+            watcher.cancel()
+        await channels.close()
+
+
+class _NoIntake:
+    """A worker's channels accept nothing themselves (no polling, no webhooks)."""
+
+    def __init__(self, queue) -> None:  # noqa: ANN001
+        self.queue = queue
+
+    async def accept(self, channel, event) -> bool:  # noqa: ANN001
+        return await self.queue.enqueue(channel.name, event)
+
+    async def run(self) -> None:
+        return None
+
+    async def ready(self) -> bool:
+        return await self.queue.ping()
