@@ -26,6 +26,19 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class Unparsed:
+    """A platform payload stored as received; the channel parses it when it is answered.
+
+    Keeps a webhook's work to verify, dedupe and enqueue: parsing a Telegram update
+    costs more CPU than all the rest of the webhook, and a worker can do it later.
+    """
+
+    payload: dict
+    reply_to: str  # the chat, so one chat's updates stay in order
+    dedupe_key: str
+
+
+@dataclass(frozen=True)
 class Ignored:
     """Nothing to do (channel posts, group chatter not addressed to the bot, ...)."""
 
@@ -60,4 +73,4 @@ class DeliveryStatus:
     error_code: str | None = None
 
 
-Inbound = Message | Notice | Ignored | CallbackQuery | ChatBlocked | DeliveryStatus
+Inbound = Message | Notice | Unparsed | Ignored | CallbackQuery | ChatBlocked | DeliveryStatus

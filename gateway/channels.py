@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from bots.events import CallbackQuery, ChatBlocked, DeliveryStatus, Ignored, Inbound, Message, Notice
+from bots.events import CallbackQuery, ChatBlocked, DeliveryStatus, Ignored, Inbound, Message, Notice, Unparsed
 from gateway.dedupe import SeenKeys
 from gateway.redis_queue import QueueUnavailable
 from gateway.pipeline import Pipeline
@@ -37,6 +37,10 @@ class ReplyChannel(Protocol):
         """Platform events that are not messages: button presses, blocks, delivery reports."""
         ...
 
+    def parse(self, payload: dict) -> Inbound:
+        """An `Unparsed` payload, as this platform's inbound parser reads it."""
+        ...
+
 
 class TelegramChannel:
     name = "telegram"
@@ -50,6 +54,11 @@ class TelegramChannel:
     def working(self, to: str) -> contextlib.AbstractAsyncContextManager[None]:
         self.sender.unblock(to)  # a user who blocked the bot cannot write to it: they are back
         return self.sender.keep_typing(to)
+
+    def parse(self, payload: dict) -> Inbound:
+        from bots.telegram import parse_update
+
+        return parse_update(payload, self.sender.identity)
 
     async def handle_event(self, event: Inbound) -> None:
         if isinstance(event, CallbackQuery):
@@ -73,6 +82,11 @@ class WhatsAppChannel:
     async def working(self, to: str) -> AsyncIterator[None]:
         yield  # WhatsApp has no typing indicator for business senders
 
+    def parse(self, payload: dict) -> Inbound:
+        from bots.whatsapp import parse_message
+
+        return parse_message(payload)
+
     async def handle_event(self, event: Inbound) -> None:
         if isinstance(event, DeliveryStatus):
             self.delivery_log.record(event)
@@ -89,6 +103,8 @@ class Responder:
         channel = self.channels.get(channel_name)
         if channel is None:
             raise LookupError(f"channel '{channel_name}' is not configured in this process")
+        if isinstance(event, Unparsed):
+            event = channel.parse(event.payload)
         if isinstance(event, Message):
             async with channel.working(event.reply_to):
                 reply = await self.pipeline.handle(event.incoming)
@@ -182,12 +198,12 @@ class ChannelSet:
             return
         self.telegram_ready = True
         if telegram_polling:
-            from bots.telegram import parse_update, poll
+            from bots.telegram import peek_update, poll
 
             telegram = self.telegram
 
             async def on_update(update: dict) -> None:
-                event = parse_update(update, telegram.sender.identity)
+                event = peek_update(update)
                 while True:  # polling has no platform retry: hold the update until it is stored
                     try:
                         await dispatcher.accept(telegram, event)

@@ -44,7 +44,8 @@ def _settings() -> Settings:
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if settings.log_level != "debug":  # one INFO line per Bot API / Twilio request drowns everything else
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        for name in ("httpx", "httpx2"):  # httpx2: the openai client's transport
+            logging.getLogger(name).setLevel(logging.WARNING)
     return settings
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.channels import ChannelSet, Dispatcher, InProcessDispatcher, Responder, TelegramChannel, WhatsAppChannel
 from gateway.dedupe import InProcessSeenKeys
@@ -22,6 +22,9 @@ from memory.in_process import InProcessMemory
 from router.base import Router
 from router.commands import CommandRouter, FallbackRouter
 
+if TYPE_CHECKING:
+    from inference.remote import OpenAIBackend
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 class Components:
     settings: Settings
     pipeline: Pipeline
-    backend: LocalBackend
+    backend: LocalBackend | OpenAIBackend
     metrics: Metrics
     redis: Any = None  # redis.asyncio.Redis shared by memory and queue, when configured
 
@@ -191,14 +194,27 @@ def build_memory(settings: Settings, client: Any = None) -> ConversationMemory:
     return RedisMemory(client, settings.memory_window, settings.memory_ttl_seconds)
 
 
+def build_backend(settings: Settings) -> LocalBackend | OpenAIBackend:
+    """Models in this process, or an OpenAI-compatible server (vLLM) that serves them."""
+    prompts = system_prompts(settings.system_prompts)
+    if settings.backend == "local":
+        return LocalBackend(settings.models_path, prompts, device=settings.device)
+    from inference.remote import OpenAIBackend
+
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return OpenAIBackend(
+        settings.openai_base_url,
+        prompts,
+        api_key=api_key,
+        base_model_name=settings.openai_base_model_name,
+        department_urls=settings.openai_department_urls,
+    )
+
+
 def build_components(settings: Settings) -> Components:
     metrics = Metrics()
     client = redis_client(settings) if settings.redis_url else None
-    backend = LocalBackend(
-        settings.models_path,
-        system_prompts(settings.system_prompts),
-        device=settings.device,
-    )
+    backend = build_backend(settings)
     pipeline = Pipeline(
         router=build_router(settings),
         memory=build_memory(settings, client),

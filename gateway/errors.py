@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from inference.base import BackendError, BackendUnavailable
+
 
 class ApiError(Exception):
     def __init__(
@@ -27,6 +29,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, error: ApiError) -> JSONResponse:
         return JSONResponse(error.body, status_code=error.status)
+
+    # A remote inference server (backend=openai) failed: 502, or 503 where retrying later may help.
+    @app.exception_handler(BackendError)
+    async def _backend_error(_: Request, error: BackendError) -> JSONResponse:
+        body = {"error": {"message": str(error), "type": "server_error", "param": None, "code": "backend_error"}}
+        return JSONResponse(body, status_code=502)
+
+    @app.exception_handler(BackendUnavailable)
+    async def _backend_unavailable(_: Request, error: BackendUnavailable) -> JSONResponse:
+        body = {"error": {"message": str(error), "type": "server_error", "param": None,
+                          "code": "backend_unavailable"}}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:

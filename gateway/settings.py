@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.departments import TARGETS
@@ -43,6 +43,27 @@ class Settings(BaseSettings):
         default=None, description="Trained models and registry.json (default: <home>/models)."
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where models run.")
+    backend: Literal["local", "openai"] = Field(
+        default="local",
+        description="Who generates: models in this process, or an OpenAI-compatible server such as vLLM.",
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="With backend=openai: the server's API base URL, e.g. http://vllm:8000/v1.",
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="With backend=openai: the server's key (vLLM --api-key); none needed by default."
+    )
+    openai_base_model_name: str = Field(
+        default="base",
+        min_length=1,
+        description="The name the server gives the base model (vLLM: --served-model-name).",
+    )
+    openai_department_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='Per-department server of a full fine-tuned model, e.g. {"hr": "http://vllm-hr:8000/v1"}.',
+    )
     max_new_tokens: int = Field(default=256, ge=1, le=4096, description="Longest reply, in tokens.")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling (temperature > 0).")
@@ -117,6 +138,25 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown department(s) {unknown}; use {list(TARGETS)}")
         return value
 
+    @field_validator("openai_base_url")
+    @classmethod
+    def _remote_needs_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = value or None  # empty, as an env file leaves it: not set
+        if value is None and info.data.get("backend") == "openai":
+            raise ValueError(
+                f"backend 'openai' needs openai_base_url ({ENV_PREFIX}OPENAI_BASE_URL), "
+                "the server's API base URL such as http://vllm:8000/v1"
+            )
+        return value if value is None else _http_url(value)
+
+    @field_validator("openai_department_urls")
+    @classmethod
+    def _department_urls(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(TARGETS))
+        if unknown:
+            raise ValueError(f"unknown department(s) {unknown}; use {list(TARGETS)}")
+        return {department: _http_url(url) for department, url in value.items()}
+
     @model_validator(mode="after")
     def _channels_complete(self) -> Settings:
         twilio = [self.twilio_account_sid, self.twilio_auth_token, self.twilio_whatsapp_from]
@@ -141,6 +181,12 @@ class Settings(BaseSettings):
             top_p=self.top_p,
             repetition_penalty=self.repetition_penalty,
         )
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    return value
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

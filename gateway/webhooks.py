@@ -22,7 +22,7 @@ WHATSAPP_STATUS_PATH = "/webhooks/whatsapp/status"
 
 @webhooks.post("/telegram")
 async def telegram_update(request: Request) -> JSONResponse:
-    from bots.telegram import parse_update, secret_matches
+    from bots.telegram import peek_update, secret_matches
 
     channels = request.app.state.channels
     telegram, settings = channels.telegram, request.app.state.components.settings
@@ -37,7 +37,7 @@ async def telegram_update(request: Request) -> JSONResponse:
         payload = json.loads(await request.body())
     except ValueError:
         raise ApiError(400, "The body is not valid JSON.") from None
-    accepted = await _accept(channels, telegram, parse_update(payload, telegram.sender.identity))
+    accepted = await _accept(channels, telegram, peek_update(payload))  # parsed when answered
     return JSONResponse({"ok": True, "duplicate": not accepted})
 
 

@@ -78,3 +78,17 @@ class InputTooLong(ValueError):
 
 class NotReady(RuntimeError):
     """Models are still loading."""
+
+
+class BackendError(RuntimeError):
+    """A remote inference server refused or failed a request (a bad answer, 4xx, 5xx).
+
+    The message names the server and what it said; the API answers 502.
+    """
+
+
+class BackendUnavailable(BackendError):
+    """A remote inference server cannot be reached, timed out, or is overloaded (503).
+
+    Usually temporary: the API answers 503, and a queued message is retried.
+    """

@@ -119,7 +119,10 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 
 def train_with_progress(trainer: Any, label: str, *, resume: bool, show_progress: bool = True) -> StageResult:
     """Run `trainer.train()` under a progress bar with loss and ETA."""
+    from transformers.trainer_callback import PrinterCallback
+
     callback = _ProgressCallback(label, show_progress)
+    trainer.remove_callback(PrinterCallback)  # it prints a dict per step under our bar
     trainer.add_callback(callback)
     checkpoint = last_checkpoint(Path(trainer.args.output_dir).parent) if resume else None
     started = time.perf_counter()

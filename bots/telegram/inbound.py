@@ -20,7 +20,7 @@ from telegram import Bot, Chat, Update
 from telegram import Message as TgMessage
 from telegram.constants import ChatMemberStatus
 
-from bots.events import CallbackQuery, ChatBlocked, Ignored, Inbound, Message, Notice
+from bots.events import CallbackQuery, ChatBlocked, Ignored, Inbound, Message, Notice, Unparsed
 from core.messages import IncomingMessage
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,33 @@ def parse_update(payload: Any, bot: BotIdentity | Bot) -> Inbound:
             "telegram: unparseable update %s (%s)", redact(payload.get("update_id")), type(exc).__name__
         )
         return Ignored("malformed")
+
+
+def peek_update(payload: Any) -> Unparsed | Ignored:
+    """What the gateway needs before parsing: the update id (dedupe) and the chat (ordering).
+
+    `parse_update` runs later, when the update is answered.
+    """
+    if not isinstance(payload, dict):
+        return Ignored("malformed")
+    update_id = payload.get("update_id")
+    if isinstance(update_id, bool) or not isinstance(update_id, int):
+        return Ignored("malformed")
+    return Unparsed(payload, reply_to=_peek_chat(payload), dedupe_key=f"{CHANNEL}:{update_id}")
+
+
+def _peek_chat(payload: dict) -> str:
+    callback = payload.get("callback_query")
+    holders = [payload.get(field) for field in _CHAT_HOLDERS]
+    holders.append(callback.get("message") if isinstance(callback, dict) else None)
+    for holder in holders:
+        chat = holder.get("chat") if isinstance(holder, dict) else None
+        if isinstance(chat, dict) and isinstance(chat.get("id"), int):
+            return str(chat["id"])
+    return ""
+
+
+_CHAT_HOLDERS = ("message", "edited_message", "channel_post", "edited_channel_post", "my_chat_member")
 
 
 def _classify(update: Update, me: BotIdentity) -> Inbound:
