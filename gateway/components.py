@@ -198,7 +198,10 @@ def build_backend(settings: Settings) -> LocalBackend | OpenAIBackend:
     """Models in this process, or an OpenAI-compatible server (vLLM) that serves them."""
     prompts = system_prompts(settings.system_prompts)
     if settings.backend == "local":
-        return LocalBackend(settings.models_path, prompts, device=settings.device)
+        return LocalBackend(
+            settings.models_path, prompts, device=settings.device,
+            max_batch_size=settings.max_batch_size, batch_window_ms=settings.batch_window_ms,
+        )
     from inference.remote import OpenAIBackend
 
     api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     repetition_penalty: float = Field(
         default=1.1, ge=1.0, le=2.0, description="Discourages the small model's loops."
     )
+    max_batch_size: int = Field(
+        default=16, ge=1, le=256, description="Requests decoded together in one batch by the local backend (1: one at a time)."
+    )
+    batch_window_ms: float = Field(
+        default=5.0, ge=0, le=1000, description="How long the local backend waits for company before starting a batch."
+    )
     router: Literal["learned", "commands"] = Field(
         default="learned", description="Automatic routing: the learned classifier, or commands only."
     )

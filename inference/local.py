@@ -1,9 +1,10 @@
 """The local backend: transformers + PEFT in this process.
 
 One base model in memory; department adapters are attached to it by name and
-chosen per request with `adapter_names`, full fine-tuned models load on their
-own. Generation runs on one worker thread, so the event loop never blocks and
-requests take the model in turn.
+chosen per row with `adapter_names`, full fine-tuned models load on their own.
+Each model object has a batching engine (inference/batching.py): requests that
+overlap in time are decoded together in one batch, whatever their department,
+on the engine's thread, so the event loop never blocks.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from threading import Event
-from typing import Any
+from threading import Event, Lock
+from typing import TYPE_CHECKING, Any
 
 from core.departments import BASE, DEPARTMENTS
 from core.messages import Turn
@@ -24,9 +24,12 @@ from inference.chat_format import encode_chat
 from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
 from inference.registry import Artifact, read_registry
 
+if TYPE_CHECKING:  # the engine imports torch, which this module loads only when serving
+    from inference.batching import BatchEngine, Decoded, EngineStats, Ticket
+
 log = logging.getLogger(__name__)
 
-# PEFT's name for "no adapter" in a mixed-adapter batch.
+# PEFT's name for "no adapter" in a mixed-adapter batch (inference.batching.NO_ADAPTER).
 _NO_ADAPTER = "__base__"
 
 
@@ -36,23 +39,38 @@ class _Served:
     tokenizer: Any
     adapter: str | None  # set when `model` is the shared PEFT model
     info: DepartmentModel
+    engine: BatchEngine  # one per model object: departments sharing a model share its batches
+    stop_ids: frozenset[int]
 
 
 class LocalBackend:
-    """Serves every department from models loaded in this process."""
+    """Serves every department from models loaded in this process.
+
+    `max_batch_size` caps the rows decoded together in one forward pass (1 means
+    one request at a time); `batch_window_ms` is how long an idle engine waits for
+    company before starting a batch. Requests arriving later join a running batch
+    between decode steps without waiting.
+    """
 
     def __init__(
         self,
         models_dir: Path,
         system_prompts: Mapping[str, str],
         device: str = "auto",
+        max_batch_size: int = 16,
+        batch_window_ms: float = 5.0,
     ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
         self._base_model = ""
         self._models_dir = models_dir
         self._prompts = dict(system_prompts)
         self._device_setting = device
+        self._max_batch_size = max_batch_size
+        self._batch_window_s = max(0.0, batch_window_ms) / 1000
+        # Engines take turns on the device: two models' forward passes never overlap.
+        self._step_lock = Lock()
         self._served: dict[str, _Served] = {}
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
         self._ready = Event()
 
     @property
@@ -68,8 +86,8 @@ class LocalBackend:
         """Load the registry's models afresh, then swap them in (blocking).
 
         Requests already generating keep the models they started with; new
-        requests get the new ones. The old models are freed when the last
-        request holding them finishes.
+        requests get the new ones. The old engines finish their requests and
+        stop, and the old models are freed with them.
         """
         from transformers import AutoTokenizer
 
@@ -89,16 +107,23 @@ class LocalBackend:
                     notes[department] = _load_failure(artifact, error)
 
         no_adapter = _NO_ADAPTER if shared is not base else None
+        engines: dict[int, BatchEngine] = {}
+
+        def serve(model: Any, tok: Any, adapter: str | None, info: DepartmentModel) -> _Served:
+            if id(model) not in engines:
+                engines[id(model)] = self._engine(model, info.department)
+            return _Served(model, tok, adapter, info, engines[id(model)], _stop_token_ids(model, tok))
+
         served: dict[str, _Served] = {}
         for department in (*DEPARTMENTS, BASE):
             artifact = registry.artifacts.get(department)
             if artifact is not None and department not in notes:
                 if artifact.kind == "adapter":
-                    served[department] = _Served(shared, tokenizer, department, _info(artifact))
+                    served[department] = serve(shared, tokenizer, department, _info(artifact))
                     continue
                 try:
                     model = load_causal_lm(artifact.path, device)
-                    served[department] = _Served(
+                    served[department] = serve(
                         model, tokenizer_for(artifact.path, tokenizer), None, _info(artifact)
                     )
                     continue
@@ -108,9 +133,12 @@ class LocalBackend:
             if note:
                 log.warning("%s: %s; serving the base model with its system prompt", department, note)
             info = DepartmentModel(department, "base", self._base_model, note=note)
-            served[department] = _Served(shared, tokenizer, no_adapter, info)
+            served[department] = serve(shared, tokenizer, no_adapter, info)
+        retired = self._served
         self._served = served  # one reference swap: readers see the old or the new set, never a mix
         self._ready.set()
+        for engine in _engines_of(retired):
+            engine.close(drain=True)
 
     def models(self) -> list[DepartmentModel]:
         return [entry.info for entry in self._served.values()]
@@ -118,13 +146,19 @@ class LocalBackend:
     def count_tokens(self, text: str) -> int:
         return len(self._entry(BASE).tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def batch_stats(self, department: str) -> EngineStats:
+        """Counters of the engine serving `department` (shared by departments on one model)."""
+        return self._entry(department).engine.stats
+
     async def generate(
         self, department: str, turns: Sequence[Turn], params: GenerationParams
     ) -> Generation:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._generate_blocking, department, turns, params, None, None
-        )
+        entry, prompt_tokens, ticket = await self._submit(department, turns, params, stream=False)
+        try:
+            decoded = await ticket.result
+        finally:
+            ticket.cancel()  # a caller that gives up frees its row at the next step
+        return _generation(entry, prompt_tokens, decoded)
 
     def stream(
         self, department: str, turns: Sequence[Turn], params: GenerationParams
@@ -132,53 +166,40 @@ class LocalBackend:
         return TokenStream(self, department, turns, params)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._ready.clear()  # before the engines stop, so nothing retries onto them
+        for engine in _engines_of(self._served):
+            engine.close(drain=False)
 
-    # Runs on the generation thread.
-    def _generate_blocking(
-        self,
-        department: str,
-        turns: Sequence[Turn],
-        params: GenerationParams,
-        on_text: Any,
-        cancelled: Event | None,
-    ) -> Generation:
-        import torch
+    def _engine(self, model: Any, department: str) -> BatchEngine:
+        from inference.batching import BatchEngine
 
-        entry = self._entry(department)
-        tokenizer = entry.tokenizer
-        prompt_ids = self._fit_prompt(entry, department, turns, params.max_new_tokens)
-        input_ids = torch.tensor([prompt_ids], device=entry.model.device)
-        stop_ids = _stop_token_ids(entry.model, tokenizer)
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "max_new_tokens": params.max_new_tokens,
-            "eos_token_id": stop_ids,
-            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0],
-            "repetition_penalty": params.repetition_penalty,
-        }
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if entry.adapter is not None:
-            kwargs["adapter_names"] = [entry.adapter]
-        if on_text is not None:
-            kwargs["streamer"] = _TextStreamer(tokenizer, on_text)
-        if cancelled is not None:
-            kwargs["stopping_criteria"] = [lambda ids, scores, **_: cancelled.is_set()]
-        with torch.inference_mode():
-            output = entry.model.generate(**kwargs)
-        new_ids = output[0, len(prompt_ids):].tolist()
-        stop_at = next((i for i, token in enumerate(new_ids) if token in stop_ids), None)
-        answer_ids = new_ids if stop_at is None else new_ids[:stop_at]
-        return Generation(
-            text=tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
-            prompt_tokens=len(prompt_ids),
-            completion_tokens=len(answer_ids),
-            finish_reason="length" if stop_at is None and len(new_ids) >= params.max_new_tokens else "stop",
+        return BatchEngine(
+            model,
+            max_batch_size=self._max_batch_size,
+            window_s=self._batch_window_s,
+            step_lock=self._step_lock,
+            name=f"batch-{department}",
         )
+
+    async def _submit(
+        self, department: str, turns: Sequence[Turn], params: GenerationParams, *, stream: bool
+    ) -> tuple[_Served, int, Ticket]:
+        """Fit the prompt and hand the request to its model's engine."""
+        from inference.batching import DecodeRequest, EngineStopped
+
+        while True:
+            entry = self._entry(department)
+            # Off the event loop: the chat template and tokenizer take a while on long histories.
+            prompt_ids = await asyncio.to_thread(
+                self._fit_prompt, entry, department, turns, params.max_new_tokens
+            )
+            request = DecodeRequest(prompt_ids, entry.adapter, params, entry.stop_ids)
+            try:
+                return entry, len(prompt_ids), entry.engine.submit(request, stream=stream)
+            except EngineStopped:
+                if self._served.get(department) is entry:
+                    raise
+                # A reload retired this model while the prompt was being fitted: use the new one.
 
     def _entry(self, department: str) -> _Served:
         if not self._ready.is_set():
@@ -218,58 +239,59 @@ class TokenStream:
         self.result: Generation | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        loop = asyncio.get_running_loop()
-        deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        cancelled = Event()
-
-        def on_text(delta: str) -> None:
-            loop.call_soon_threadsafe(deltas.put_nowait, delta)
-
-        def run() -> Generation:
-            try:
-                return self._backend._generate_blocking(*self._args, on_text, cancelled)
-            finally:
-                loop.call_soon_threadsafe(deltas.put_nowait, None)
-
-        future = loop.run_in_executor(self._backend._executor, run)
+        entry, prompt_tokens, ticket = await self._backend._submit(*self._args, stream=True)
+        assert ticket.tokens is not None
+        deltas = _TextDeltas(entry.tokenizer)
         try:
-            while (delta := await deltas.get()) is not None:
-                yield delta
-            self.result = await future
+            while (token := await ticket.tokens.get()) is not None:
+                if delta := deltas.add(token):
+                    yield delta
+            result = _generation(entry, prompt_tokens, await ticket.result)
+            if rest := deltas.finish(result.text):
+                yield rest
+            self.result = result
         finally:
-            # A client that stops reading frees the model at the next token.
-            cancelled.set()
+            # A client that stops reading frees its row at the next decode step.
+            ticket.cancel()
 
 
-class _TextStreamer:
-    """Turns generated token ids into text deltas (the transformers streamer protocol).
+class _TextDeltas:
+    """Turns generated token ids into text deltas.
 
     Decodes the whole answer each step and emits what is new, holding back
     half-decoded characters and trailing spaces, so the deltas join to exactly
     the stripped text the non-streaming path returns.
     """
 
-    def __init__(self, tokenizer: Any, on_text: Any) -> None:
+    def __init__(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
-        self._on_text = on_text
         self._ids: list[int] = []
         self._sent = ""
-        self._prompt_seen = False
 
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # generate() first hands over the prompt
-            self._prompt_seen = True
-            return
-        self._ids.extend(value.reshape(-1).tolist())
+    def add(self, token: int) -> str:
+        self._ids.append(token)
         text = self._tokenizer.decode(self._ids, skip_special_tokens=True).strip()
         if text.endswith("\ufffd") or not text.startswith(self._sent):
-            return
-        if len(text) > len(self._sent):
-            self._on_text(text[len(self._sent):])
-            self._sent = text
+            return ""
+        delta, self._sent = text[len(self._sent):], text
+        return delta
 
-    def end(self) -> None:
-        pass
+    def finish(self, text: str) -> str:
+        """What is left of the final text (a character held back at the token limit)."""
+        return text[len(self._sent):] if text.startswith(self._sent) else ""
+
+
+def _generation(entry: _Served, prompt_tokens: int, decoded: Decoded) -> Generation:
+    return Generation(
+        text=entry.tokenizer.decode(decoded.token_ids, skip_special_tokens=True).strip(),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=len(decoded.token_ids),
+        finish_reason=decoded.finish_reason,
+    )
+
+
+def _engines_of(served: Mapping[str, _Served]) -> list[BatchEngine]:
+    return list({id(entry.engine): entry.engine for entry in served.values()}.values())
 
 
 def _load_failure(artifact: Artifact, error: Exception) -> str:
@@ -280,13 +302,13 @@ def _info(artifact: Artifact) -> DepartmentModel:
     return DepartmentModel(artifact.department, artifact.kind, str(artifact.path))
 
 
-def _stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
+def _stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
     configured = model.generation_config.eos_token_id
     ids = configured if isinstance(configured, list) else [configured]
-    ids = [i for i in ids if i is not None]
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
+    stop = {i for i in ids if i is not None}
+    if tokenizer.eos_token_id is not None:
+        stop.add(tokenizer.eos_token_id)
+    return frozenset(stop)
 
 
 def _brief(error: Exception) -> str:

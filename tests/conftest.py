@@ -102,7 +102,9 @@ def started(settings: Settings) -> Components:
 @pytest.fixture(scope="session")
 def tiny_components(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Components]:
     home = tmp_path_factory.mktemp("tiny-home")
-    components = started(make_settings(home, tiny_model_dir, max_new_tokens=8, max_input_chars=2000))
+    # At the default penalty of 1.1 the random tiny model emits only whitespace: 1.3 gives visible text.
+    components = started(make_settings(home, tiny_model_dir, max_new_tokens=8, max_input_chars=2000,
+                                       repetition_penalty=1.3))
     yield components
     components.close()
 

@@ -1,0 +1,470 @@
+"""Continuous batching: every request for one model decoded as rows of one batch.
+
+A `BatchEngine` owns one model object and one thread. Each decode step is a
+single forward pass over all running rows; rows of a PEFT model may use
+different LoRA adapters (PEFT's mixed-adapter batches: `adapter_names`, one
+entry per row, `"__base__"` for no adapter), and each row keeps its own stop
+tokens, token limit, temperature/top_p and repetition penalty.
+
+Between steps, finished and cancelled rows leave the batch (their callers get
+their results at once) and waiting requests join it: a newcomer's prompt is
+prefilled on its own, then its KV cache is left-padded to the batch's length
+(or the batch's to its) and stacked under the others. The attention mask hides
+the padding and each row keeps its own position ids, so a row decodes exactly
+as it would alone, up to float rounding.
+
+Requests arrive through a thread-safe queue; tokens and results go back to the
+caller's event loop with `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+from inference.base import GenerationParams
+
+log = logging.getLogger(__name__)
+
+# PEFT's name for "no adapter" in a mixed-adapter batch.
+NO_ADAPTER = "__base__"
+# An engine's thread ends after this long without work; the next request starts a new one.
+_IDLE_EXIT_S = 30.0
+
+
+class EngineStopped(RuntimeError):
+    """The engine was closed: a reload retired its model, or the backend shut down."""
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    prompt_ids: list[int]
+    adapter: str | None  # None: the model's own weights (a plain model, or PEFT's "__base__")
+    params: GenerationParams
+    stop_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    token_ids: list[int]  # the answer, without the stop token
+    finish_reason: str  # "stop" or "length", as in Generation
+
+
+@dataclass
+class EngineStats:
+    """Counters for tests, benchmarks and logs; written only by the engine thread."""
+
+    prefills: int = 0
+    decode_steps: int = 0
+    rows_decoded: int = 0  # summed over steps: rows_decoded / decode_steps is the mean batch
+    max_rows: int = 0  # the most rows in one decode step
+    joined_running: int = 0  # requests merged into a batch that was already decoding
+    cancelled: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0  # decode steps, from building inputs to choosing tokens
+
+
+class Ticket:
+    """The caller's side of one request: its result, and its tokens when streamed.
+
+    Lives on the caller's event loop; the engine thread only touches it through
+    `call_soon_threadsafe`, except for the cancel flag, which is a threading.Event.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, stream: bool) -> None:
+        self.loop = loop
+        self.result: asyncio.Future[Decoded] = loop.create_future()
+        # Each generated token, then None once `result` is settled.
+        self.tokens: asyncio.Queue[int | None] | None = asyncio.Queue() if stream else None
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop decoding this request; its row leaves the batch before the next step."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def _settle(self, outcome: Decoded | BaseException) -> None:  # on the loop
+        if not self.result.done():
+            if isinstance(outcome, BaseException):
+                self.result.set_exception(outcome)
+            else:
+                self.result.set_result(outcome)
+        if self.tokens is not None:
+            self.tokens.put_nowait(None)
+
+
+@dataclass(eq=False)
+class _Row:
+    request: DecodeRequest
+    ticket: Ticket
+    next_token: int = 0  # chosen, not yet fed to the model
+    position: int = 0  # position id of `next_token`
+    generated: list[int] = field(default_factory=list)
+
+
+class BatchEngine:
+    """Decodes every request submitted for one model object, batched on one thread."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        max_batch_size: int = 16,
+        window_s: float = 0.005,
+        step_lock: threading.Lock | None = None,
+        name: str = "batch",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self._model = model
+        self._peft = hasattr(model, "peft_config")  # only PEFT models take `adapter_names`
+        self._max_rows = max_batch_size
+        self._window_s = window_s
+        # Engines of one backend share it so two models never run forward passes at once
+        # (on CPU both would fight over the same cores).
+        self._step_lock = step_lock or threading.Lock()
+        self._name = name
+        self._incoming: deque[_Row] = deque()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._drain = True
+        self._stopped = False
+        self._stats = EngineStats()
+
+    @property
+    def stats(self) -> EngineStats:
+        return replace(self._stats)
+
+    def submit(self, request: DecodeRequest, *, stream: bool = False) -> Ticket:
+        """Queue a request (call from a running event loop); raises EngineStopped once closed."""
+        ticket = Ticket(asyncio.get_running_loop(), stream)
+        row = _Row(request, ticket)
+        with self._wakeup:
+            if self._stopped or (self._closing and not self._drain):
+                raise EngineStopped(f"{self._name}: closed")
+            self._incoming.append(row)
+            if self._thread is None:  # started on demand: an idle engine holds no thread
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._wakeup.notify()
+        return ticket
+
+    def close(self, *, drain: bool) -> None:
+        """Stop the engine: after finishing what it holds (`drain`), or failing it at once.
+
+        Draining keeps accepting submissions until the thread has nothing left, so a
+        request never lands on an engine that will not run it: it either runs or gets
+        EngineStopped and can go to the model that replaced this one.
+        """
+        with self._wakeup:
+            self._closing = True
+            self._drain = self._drain and drain
+            if self._thread is None:
+                self._stop()
+            self._wakeup.notify()
+
+    # Everything below runs on the engine thread.
+
+    def _run(self) -> None:
+        batch = _Batch(self._model.device)
+        waiting: deque[_Row] = deque()
+        try:
+            with torch.inference_mode():
+                while self._take(batch, waiting):
+                    self._admit(batch, waiting)
+                    if batch.rows:
+                        self._step(batch)
+        except BaseException as error:  # never leave a caller waiting forever
+            log.exception("%s: the batch loop failed", self._name)
+            for row in [*batch.rows, *waiting, *self._drain_incoming()]:
+                _deliver(row, error)
+
+    def _take(self, batch: _Batch, waiting: deque[_Row]) -> bool:
+        """Move submissions into `waiting`; False when the thread should end."""
+        with self._wakeup:
+            if not batch.rows and not waiting:
+                if not self._wakeup.wait_for(lambda: self._incoming or self._closing, timeout=_IDLE_EXIT_S):
+                    # Long idle: end the thread (submit starts another), so an engine nobody
+                    # holds any more does not keep its model alive through its thread.
+                    self._thread = None
+                    return False
+                if self._incoming and not self._closing:
+                    # A few ms for company: requests arriving together start as one batch.
+                    deadline = time.monotonic() + self._window_s
+                    self._wakeup.wait_for(
+                        lambda: len(self._incoming) >= self._max_rows or self._closing,
+                        timeout=max(0.0, deadline - time.monotonic()),
+                    )
+            waiting.extend(self._incoming)
+            self._incoming.clear()
+            if self._closing and not self._drain:
+                self._stop()
+                stopped = EngineStopped(f"{self._name}: closed")
+                for row in [*batch.rows, *waiting]:
+                    _deliver(row, stopped)
+                batch.clear()
+                return False
+            if self._closing and not batch.rows and not waiting:
+                self._stop()  # under the lock: no submission can slip in after this
+                return False
+            return True
+
+    def _stop(self) -> None:
+        """Refuse submissions from now on and let go of the model (call holding the lock)."""
+        self._stopped = True
+        self._model = None  # a retired model is freed once its engine stops
+
+    def _drain_incoming(self) -> list[_Row]:
+        with self._wakeup:
+            self._stop()
+            rows = list(self._incoming)
+            self._incoming.clear()
+            return rows
+
+    def _admit(self, batch: _Batch, waiting: deque[_Row]) -> None:
+        """Prefill waiting requests into the free rows, one at a time."""
+        while waiting and len(batch.rows) < self._max_rows:
+            row = waiting.popleft()
+            if row.ticket.cancelled:
+                self._stats.cancelled += 1
+                continue
+            if row.request.params.max_new_tokens <= 0:
+                _deliver(row, Decoded([], "length"))
+                continue
+            try:
+                cache, seen = self._prefill(row)
+            except Exception as error:  # a request the model cannot take fails alone
+                log.exception("%s: prefill failed", self._name)
+                _deliver(row, error)
+                continue
+            if self._record(row):
+                continue  # done after one token: it never needs a row
+            if batch.rows:
+                self._stats.joined_running += 1
+            batch.add(row, cache, seen)
+
+    def _prefill(self, row: _Row) -> tuple[DynamicCache, torch.Tensor]:
+        """Run the prompt alone and choose its first token; returns its KV cache and seen tokens."""
+        started = time.perf_counter()
+        device = self._model.device
+        prompt = torch.tensor([row.request.prompt_ids], device=device)
+        cache = DynamicCache()
+        with self._step_lock:
+            output = self._model(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                position_ids=torch.arange(prompt.shape[1], device=device)[None],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,  # the prompt's other logits would cost a vocab-sized matmul each
+                **self._adapter_kwargs([row]),
+            )
+        self._stats.prefills += 1
+        logits = output.logits[:, -1].float()
+        seen = torch.zeros(logits.shape, dtype=torch.bool, device=device)
+        seen[0, prompt[0]] = True
+        row.next_token = int(choose_tokens(logits, seen, *_row_settings([row], device))[0])
+        row.position = prompt.shape[1]
+        seen[0, row.next_token] = True
+        self._stats.prefill_seconds += time.perf_counter() - started
+        return cache, seen
+
+    def _step(self, batch: _Batch) -> None:
+        """Decode one token for every row; rows that end leave the batch at once."""
+        cancelled = [i for i, row in enumerate(batch.rows) if row.ticket.cancelled]
+        if cancelled:
+            self._stats.cancelled += len(cancelled)
+            batch.drop(cancelled)
+            if not batch.rows:
+                return
+        started = time.perf_counter()
+        rows, device = batch.rows, batch.device
+        self._stats.decode_steps += 1
+        self._stats.rows_decoded += len(rows)
+        self._stats.max_rows = max(self._stats.max_rows, len(rows))
+        try:
+            mask = F.pad(batch.mask, (0, 1), value=True)
+            with self._step_lock:
+                output = self._model(
+                    input_ids=torch.tensor([[row.next_token] for row in rows], device=device),
+                    attention_mask=mask,
+                    position_ids=torch.tensor([[row.position] for row in rows], device=device),
+                    cache=batch.cache,
+                    use_cache=True,
+                    **self._adapter_kwargs(rows),
+                )
+            tokens = choose_tokens(output.logits[:, -1].float(), batch.seen, *_row_settings(rows, device))
+        except Exception as error:  # the rows in this pass fail; the engine serves on
+            log.exception("%s: decode step failed", self._name)
+            for row in rows:
+                _deliver(row, error)
+            batch.clear()
+            return
+        self._stats.decode_seconds += time.perf_counter() - started
+        batch.mask = mask
+        batch.seen[torch.arange(len(rows), device=device), tokens] = True
+        for row, token in zip(rows, tokens.tolist()):
+            row.next_token = token
+            row.position += 1
+        finished = [i for i, row in enumerate(rows) if self._record(row)]
+        if finished:
+            batch.drop(finished)
+
+    def _record(self, row: _Row) -> bool:
+        """Account for the row's newly chosen token; True when the row is done."""
+        request, token = row.request, row.next_token
+        if token in request.stop_ids:
+            _deliver(row, Decoded(row.generated, "stop"))
+            return True
+        row.generated.append(token)
+        if row.ticket.tokens is not None and not _send_token(row, token):
+            return True  # the caller's loop is gone: nobody is listening
+        if len(row.generated) >= request.params.max_new_tokens:
+            _deliver(row, Decoded(row.generated, "length"))
+            return True
+        return False
+
+    def _adapter_kwargs(self, rows: list[_Row]) -> dict[str, Any]:
+        if not self._peft:
+            return {}
+        return {"adapter_names": [row.request.adapter or NO_ADAPTER for row in rows]}
+
+
+class _Batch:
+    """The running rows and their stacked state: KV cache, attention mask, seen tokens.
+
+    Row i of every tensor belongs to `rows[i]`. Columns are left-padded so all
+    rows end at the same column; `mask` is False on the padding.
+    """
+
+    def __init__(self, device: Any) -> None:
+        self.device = device
+        self.clear()
+
+    def add(self, row: _Row, cache: DynamicCache, seen: torch.Tensor) -> None:
+        """Stack a prefilled row under the others, left-padding whichever side is shorter."""
+        length = cache.get_seq_length()
+        mask = torch.ones((1, length), dtype=torch.bool, device=self.device)
+        if self.rows:
+            width = max(length, self.mask.shape[1])
+            layers = [
+                (_stack(old.keys, new.keys, width), _stack(old.values, new.values, width))
+                for old, new in zip(self.cache.layers, cache.layers)
+            ]
+            cache = DynamicCache(layers)
+            mask = _stack(self.mask, mask, width)
+            seen = torch.cat([self.seen, seen])
+        self.rows.append(row)
+        self.cache, self.mask, self.seen = cache, mask, seen
+
+    def drop(self, indices: list[int]) -> None:
+        """Remove rows; padding columns no remaining row needs are cut off too."""
+        gone = set(indices)
+        keep = [i for i in range(len(self.rows)) if i not in gone]
+        if not keep:
+            self.clear()
+            return
+        self.rows = [self.rows[i] for i in keep]
+        index = torch.tensor(keep, device=self.device)
+        mask = self.mask[index]
+        start = int(mask.any(0).nonzero()[0])  # the first column a remaining row attends to
+        self.cache = DynamicCache(
+            [(layer.keys[index, :, start:], layer.values[index, :, start:]) for layer in self.cache.layers]
+        )
+        self.mask = mask[:, start:]
+        self.seen = self.seen[index]
+
+    def clear(self) -> None:
+        self.rows: list[_Row] = []
+        self.cache = DynamicCache()
+        self.mask = torch.zeros((0, 0), dtype=torch.bool, device=self.device)
+        self.seen = torch.zeros((0, 0), dtype=torch.bool, device=self.device)  # for repetition penalty
+
+
+def choose_tokens(
+    logits: torch.Tensor,
+    seen: torch.Tensor,
+    penalty: torch.Tensor,
+    temperature: torch.Tensor,
+    top_p: torch.Tensor,
+) -> torch.Tensor:
+    """One next token per row from (rows, vocab) logits, each row with its own settings.
+
+    Repetition penalty as transformers applies it: the logits of tokens already in
+    the row (`seen`) are divided by the penalty when positive, multiplied when
+    negative. Then greedy rows (temperature 0) take the argmax; the others sample
+    after temperature and nucleus (top_p) filtering.
+    """
+    if bool((penalty != 1).any()):
+        factor = penalty[:, None]
+        penalised = torch.where(logits < 0, logits * factor, logits / factor)
+        logits = torch.where(seen, penalised, logits)
+    tokens = logits.argmax(-1)
+    sampled = (temperature > 0).nonzero().squeeze(1)
+    if sampled.numel():
+        scaled = logits[sampled] / temperature[sampled, None]
+        ordered, order = scaled.sort(-1, descending=True)
+        probs = ordered.softmax(-1)
+        # Keep the smallest head of the distribution whose mass reaches top_p.
+        mass_before = probs.cumsum(-1) - probs
+        cut = mass_before >= top_p[sampled, None]
+        cut[:, 0] = False
+        choice = torch.multinomial(ordered.masked_fill(cut, float("-inf")).softmax(-1), 1)
+        tokens[sampled] = order.gather(-1, choice).squeeze(1)
+    return tokens
+
+
+def _row_settings(rows: list[_Row], device: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    params = [row.request.params for row in rows]
+    return (
+        torch.tensor([p.repetition_penalty for p in params], device=device),
+        torch.tensor([p.temperature for p in params], device=device),
+        torch.tensor([p.top_p for p in params], device=device),
+    )
+
+
+def _stack(batch: torch.Tensor, row: torch.Tensor, width: int) -> torch.Tensor:
+    """Concatenate along rows after left-padding both to `width` along the sequence.
+
+    Works for KV tensors (rows, heads, seq, dim) and masks (rows, seq): the sequence
+    axis is the second-to-last for the former and the last for the latter.
+    """
+    axis = -2 if batch.dim() == 4 else -1
+
+    def pad(tensor: torch.Tensor) -> torch.Tensor:
+        missing = width - tensor.shape[axis]
+        if not missing:
+            return tensor
+        return F.pad(tensor, (0, 0, missing, 0) if axis == -2 else (missing, 0))
+
+    return torch.cat([pad(batch), pad(row)])
+
+
+def _deliver(row: _Row, outcome: Decoded | BaseException) -> None:
+    try:
+        row.ticket.loop.call_soon_threadsafe(row.ticket._settle, outcome)
+    except RuntimeError:  # the caller's event loop has closed: nobody is waiting
+        pass
+
+
+def _send_token(row: _Row, token: int) -> bool:
+    tokens = row.ticket.tokens
+    assert tokens is not None
+    try:
+        row.ticket.loop.call_soon_threadsafe(tokens.put_nowait, token)
+        return True
+    except RuntimeError:
+        return False
