@@ -55,7 +55,7 @@ def main() -> None:
         message = IncomingMessage("bench", f"bench:{uuid.uuid4()}", PROMPT)
         return (await pipeline.handle(message)).completion_tokens
 
-    def timed(fn) -> float:  # noqa: ANN001
+    def timed(fn) -> float:
         started = time.perf_counter()
         tokens = fn()
         return tokens / (time.perf_counter() - started)

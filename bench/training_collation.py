@@ -28,7 +28,7 @@ from training.runner import training_arguments
 COURSE_LENGTH = 512
 
 
-def epoch_seconds(job: TrainingJob, collator, dataset) -> tuple[float, int]:  # noqa: ANN001
+def epoch_seconds(job: TrainingJob, collator, dataset) -> tuple[float, int]:
     from transformers import Trainer
 
     model = lora.build_model(job)

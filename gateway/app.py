@@ -15,8 +15,8 @@ from gateway.channels import Dispatcher
 from gateway.components import Components, build_channels, build_components, build_dispatcher
 from gateway.errors import install_error_handlers
 from gateway.openai_api import api
-from gateway.webhooks import webhooks
 from gateway.settings import Settings
+from gateway.webhooks import webhooks
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,19 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from bots.events import CallbackQuery, ChatBlocked, DeliveryStatus, Ignored, Inbound, Message, Notice, Unparsed
+from bots.events import (
+    CallbackQuery,
+    ChatBlocked,
+    DeliveryStatus,
+    Ignored,
+    Inbound,
+    Message,
+    Notice,
+    Unparsed,
+)
 from gateway.dedupe import SeenKeys
-from gateway.redis_queue import QueueUnavailable
 from gateway.pipeline import Pipeline
+from gateway.redis_queue import QueueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +54,7 @@ class ReplyChannel(Protocol):
 class TelegramChannel:
     name = "telegram"
 
-    def __init__(self, sender) -> None:  # noqa: ANN001 - bots.telegram.TelegramSender
+    def __init__(self, sender) -> None:
         self.sender = sender
 
     async def send(self, to: str, text: str) -> None:
@@ -70,7 +79,7 @@ class TelegramChannel:
 class WhatsAppChannel:
     name = "whatsapp"
 
-    def __init__(self, sender, status_url: str, delivery_log) -> None:  # noqa: ANN001
+    def __init__(self, sender, status_url: str, delivery_log) -> None:
         self.sender = sender
         self.status_url = status_url
         self.delivery_log = delivery_log

@@ -49,7 +49,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _started(settings: Settings):  # noqa: ANN202
+def _started(settings: Settings):
     from gateway.components import build_components
     from inference.base_model import BaseModelError
 
@@ -123,14 +123,15 @@ def queue_status(
     recent: Annotated[int, typer.Option(help="How many dead letters to show.")] = 5,
 ) -> None:
     """Entries waiting, in flight per worker, and dead letters with their errors."""
-    from gateway.components import build_queue, redis_client
     from redis.exceptions import RedisError
+
+    from gateway.components import build_queue, redis_client
 
     settings = _settings()
     if settings.redis_url is None:
         _fail("no queue to show: messages are queued in process unless SWITCHBOARD_REDIS_URL is set", 2)
 
-    async def read():  # noqa: ANN202
+    async def read():
         client = redis_client(settings)
         try:
             return await build_queue(settings, client).status(recent)
@@ -320,7 +321,7 @@ def telegram_delete_webhook() -> None:
     console.print("Telegram webhook deleted")
 
 
-async def _with_telegram_bot(settings: Settings, action) -> None:  # noqa: ANN001
+async def _with_telegram_bot(settings: Settings, action) -> None:
     from gateway.components import telegram_sender
 
     sender = telegram_sender(settings)
@@ -373,7 +374,7 @@ def data_stats() -> None:
     from training.validation import department_stats
 
     tokenizer = _base_tokenizer(_settings())
-    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
     table = Table("department", "facts", "train", "eval", "facts covered 4+", "mean answer tokens",
                   "preference pairs")
     for department in DEPARTMENTS:
@@ -387,7 +388,7 @@ def data_stats() -> None:
     Console().print(table)
 
 
-def _base_tokenizer(settings: Settings):  # noqa: ANN202
+def _base_tokenizer(settings: Settings):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(_resolved_base(settings))
@@ -424,7 +425,7 @@ def train(
         _train_one(settings, department, recipe, base_model, dry_run=dry_run, resume=resume, force=force)
 
 
-def _train_one(settings: Settings, department: str, recipe, base_model: str, *,  # noqa: ANN001
+def _train_one(settings: Settings, department: str, recipe, base_model: str, *,
                dry_run: bool, resume: bool, force: bool) -> None:
     from inference.prompts import system_prompts
     from training.department import make_job, plan, train_department
@@ -557,7 +558,7 @@ def _resolved_base(settings: Settings) -> str:
         _fail(str(error))
 
 
-def _route_json(route) -> dict:  # noqa: ANN001
+def _route_json(route) -> dict:
     return {"department": route.department, "confidence": route.confidence, "reason": route.reason}
 
 

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.channels import ChannelSet, Dispatcher, InProcessDispatcher, Responder, TelegramChannel, WhatsAppChannel
+from gateway.channels import (
+    ChannelSet,
+    Dispatcher,
+    InProcessDispatcher,
+    Responder,
+    TelegramChannel,
+    WhatsAppChannel,
+)
 from gateway.dedupe import InProcessSeenKeys
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline, PipelineLimits
@@ -117,7 +124,7 @@ def _automatic_router(settings: Settings) -> Router:
         return FallbackRouter()
 
 
-def telegram_sender(settings: Settings):  # noqa: ANN201 - bots.telegram.TelegramSender
+def telegram_sender(settings: Settings):
     from bots.telegram import TelegramSender
 
     api_url = settings.telegram_api_url.rstrip("/")
@@ -158,7 +165,7 @@ def build_dispatcher(components: Components, channels: ChannelSet, *, run_worker
     return RedisDispatcher(build_queue(settings, components.redis), worker)
 
 
-def build_queue(settings: Settings, client: Any):  # noqa: ANN201 - gateway.redis_queue.RedisQueue
+def build_queue(settings: Settings, client: Any):
     from gateway.redis_queue import RedisQueue
 
     return RedisQueue(
@@ -170,7 +177,7 @@ def build_queue(settings: Settings, client: Any):  # noqa: ANN201 - gateway.redi
     )
 
 
-def build_worker(components: Components, responder: Responder):  # noqa: ANN201 - StreamWorker
+def build_worker(components: Components, responder: Responder):
     from gateway.stream_worker import StreamWorker
 
     settings = components.settings
@@ -178,7 +185,7 @@ def build_worker(components: Components, responder: Responder):  # noqa: ANN201 
     return StreamWorker(queue, responder, concurrency=settings.worker_concurrency)
 
 
-def redis_client(settings: Settings):  # noqa: ANN201 - redis.asyncio.Redis
+def redis_client(settings: Settings):
     import redis.asyncio
 
     # Short timeouts: with Redis down, a webhook should answer 503 quickly, not hang.

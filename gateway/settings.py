@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     )
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, **_):  # noqa: ANN001, ANN206
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, **_):
         # The environment beats the file: values from --config arrive as init kwargs.
         return (env_settings, init_settings)
 

@@ -61,7 +61,7 @@ async def whatsapp_status(request: Request) -> Response:
     return Response(EMPTY_TWIML, media_type=TWIML_CONTENT_TYPE)
 
 
-async def _accept(channels, channel, event) -> bool:  # noqa: ANN001
+async def _accept(channels, channel, event) -> bool:
     try:
         return await channels.dispatcher.accept(channel, event)
     except QueueUnavailable as error:
@@ -70,7 +70,7 @@ async def _accept(channels, channel, event) -> bool:  # noqa: ANN001
         raise ApiError(503, "The message queue is unavailable; retry later.") from None
 
 
-async def _verified_whatsapp(request: Request, path: str):  # noqa: ANN202
+async def _verified_whatsapp(request: Request, path: str):
     from bots.whatsapp import signature_valid
 
     whatsapp = request.app.state.channels.whatsapp

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from gateway.components import Components, build_channels, build_queue, build_worker
 from gateway.channels import Responder
+from gateway.components import Components, build_channels, build_queue, build_worker
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,10 @@ async def run_worker(components: Components, stop: asyncio.Event | None = None) 
 class _NoIntake:
     """A worker's channels accept nothing themselves (no polling, no webhooks)."""
 
-    def __init__(self, queue) -> None:  # noqa: ANN001
+    def __init__(self, queue) -> None:
         self.queue = queue
 
-    async def accept(self, channel, event) -> bool:  # noqa: ANN001
+    async def accept(self, channel, event) -> bool:
         return await self.queue.enqueue(channel.name, event)
 
     async def run(self) -> None:

@@ -18,7 +18,7 @@ class GenerationParams:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
 
-    def override(self, **values: float | int | None) -> GenerationParams:
+    def override(self, **values: float | None) -> GenerationParams:
         """A copy with the given non-None values replaced."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 

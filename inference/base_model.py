@@ -95,7 +95,7 @@ def _bundled_gguf_dir() -> Path:
     return directory
 
 
-def _save_plain_copy(quantised, tokenizer, target: Path) -> None:  # noqa: ANN001
+def _save_plain_copy(quantised, tokenizer, target: Path) -> None:
     """Save a GGUF-loaded model as a plain one.
 
     A GGUF-loaded model refuses `save_pretrained`, so copy its weights into a

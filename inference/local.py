@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from core.departments import BASE, DEPARTMENTS
 from core.messages import Turn
+from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
 from inference.base import DepartmentModel, Generation, GenerationParams, InputTooLong, NotReady
 from inference.chat_format import encode_chat
-from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
 from inference.registry import Artifact, read_registry
 
 if TYPE_CHECKING:  # the engine imports torch, which this module loads only when serving

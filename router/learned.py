@@ -83,6 +83,7 @@ class RouterMetadata:
     data_sha256: str
     test_department_accuracy: float
     test_out_of_scope_to_base: float
+    extra_examples: int = 0  # router-only TRAIN questions; absent from artifacts written before them
 
     def to_json(self) -> str:
         fields = {**self.__dict__, "labels": list(self.labels)}

@@ -125,14 +125,14 @@ def write_registry(models_dir: Path, entries: dict[str, dict]) -> None:
     (models_dir / "registry.json").write_text(json.dumps(document))
 
 
-def run(coroutine):  # noqa: ANN001, ANN201
+def run(coroutine):
     return asyncio.run(coroutine)
 
 
 class LiveServer:
     """The app served by uvicorn on a loopback port, in a background thread."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001
+    def __init__(self, app) -> None:
         self.app = app
         import uvicorn
 

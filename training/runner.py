@@ -156,17 +156,17 @@ class _ProgressCallback:
         )
         self.task = None
 
-    def on_train_begin(self, args, state, control, **_):  # noqa: ANN001, ANN201
+    def on_train_begin(self, args, state, control, **_):
         self.task = self.progress.add_task(self.label, total=state.max_steps, completed=state.global_step, loss="-")
 
-    def on_step_end(self, args, state, control, **_):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **_):
         self.progress.update(self.task, completed=state.global_step)
 
-    def on_log(self, args, state, control, logs=None, **_):  # noqa: ANN001, ANN201
+    def on_log(self, args, state, control, logs=None, **_):
         if logs and "loss" in logs:
             self.progress.update(self.task, loss=f"{logs['loss']:.3f}")
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         # Trainer calls every on_* event; the ones we do not need do nothing.
         if name.startswith("on_"):
             return lambda *args, **kwargs: None

@@ -108,5 +108,5 @@ async def _get_updates(
 async def _sleep_unless_stopped(delay: float, stop: asyncio.Event) -> None:
     try:
         await asyncio.wait_for(stop.wait(), timeout=delay)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

@@ -50,7 +50,7 @@ def free_port() -> int:
 class SwitchboardProcess:
     """`switchboard serve` with the tiny model, in a process of its own."""
 
-    def __init__(self, base_model, home) -> None:  # noqa: ANN001
+    def __init__(self, base_model, home) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = home / "serve.log"
@@ -142,11 +142,11 @@ def remote_answer(direct, department, content=QUESTION):
     )
 
 
-async def deltas(stream) -> list[str]:  # noqa: ANN001
+async def deltas(stream) -> list[str]:
     return [delta async for delta in stream]
 
 
-async def collect(stream) -> str:  # noqa: ANN001
+async def collect(stream) -> str:
     return "".join(await deltas(stream))
 
 

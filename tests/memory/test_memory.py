@@ -93,7 +93,7 @@ APPENDS = 150
 BATCH = 3
 
 
-def _append_from_another_process(url: str, prefix: str, label: str, barrier) -> None:  # noqa: ANN001
+def _append_from_another_process(url: str, prefix: str, label: str, barrier) -> None:
     """Child process: APPENDS appends of BATCH turns each, started together with the other child."""
     import redis.asyncio as aioredis
 

@@ -6,18 +6,28 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.messages import Turn
 from router.commands import CommandRouter
 from router.learned import METADATA_FILE, MODEL_FILE, LearnedRouter, RouterArtifactError, load_learned_router
 from training.datasets import DATA_DIR
-from training.router_training import RouterTrainingReport, evaluate_router, train_router
+from training.router_training import (
+    Example,
+    RouterTrainingReport,
+    evaluate_router,
+    fit_threshold,
+    load_examples,
+    load_extra_examples,
+    split_examples,
+    train_router,
+)
 
-# What the default method reaches on the held-out TEST split (seed 0): floors
-# that catch a regression. The targets (95% / 90%) are not reached by
-# any candidate yet; see bench/router_compare.py and the README.
-DEPT_FLOOR, OOS_FLOOR = 0.90, 0.85
+# Floors under what the default method reaches on the held-out TEST split
+# (seed 0), to catch a regression. The targets (95% / 90%) sit within a
+# message or two of it; see bench/router_compare.py.
+DEPT_FLOOR, OOS_FLOOR = 0.93, 0.87
 HR_ANSWER = [Turn("user", "How many EL days do I get?"),
              Turn("assistant", "18 days a year.", department="hr")]
 
@@ -41,6 +51,7 @@ def test_training_is_fast_and_writes_the_artifact(trained: RouterTrainingReport)
     assert meta["format_version"] == 1 and meta["method"] == trained.method
     assert meta["labels"] == ["hr", "finance", "healthcare", "marketing", "sales", "base"]
     assert meta["threshold"] == trained.threshold and meta["created"]
+    assert meta["extra_examples"] == trained.n_extra > 0
 
 
 def test_held_out_accuracy(trained: RouterTrainingReport) -> None:
@@ -49,6 +60,30 @@ def test_held_out_accuracy(trained: RouterTrainingReport) -> None:
     assert ev.out_of_scope_to_base >= OOS_FLOOR
     assert sum(map(sum, ev.confusion)) == ev.n_test == sum(c.support for c in ev.per_class)
     assert ev.unseen_wording_accuracy is not None and ev.n_unseen_wording > 300
+
+
+def test_bundled_extras_hold_no_held_out_message() -> None:
+    split = split_examples(load_examples())
+    # the loader would drop such a text; the bundled files must not rely on that
+    assert load_extra_examples(held_out=(*split.validation, *split.test)) == load_extra_examples()
+
+
+def test_extras_equal_to_a_held_out_message_are_dropped(tmp_path: Path) -> None:
+    (tmp_path / "router").mkdir()
+    lines = ['{"text": "EL carry forward?", "category": "HR-02"}', '{"text": "notice period", "category": "HR-45"}']
+    (tmp_path / "router" / "extra_hr.jsonl").write_text("\n".join(lines) + "\n")
+    extra = load_extra_examples(tmp_path, held_out=[Example("el  Carry forward", "hr")])
+    assert extra == [Example("notice period", "hr")]
+
+
+def test_threshold_is_the_middle_of_those_within_one_message_of_the_best() -> None:
+    classes = ["hr", "finance", "base"]
+    probs = np.array([[0.9, 0.05, 0.05], [0.6, 0.2, 0.2], [0.4, 0.3, 0.3],  # hr messages
+                      [0.35, 0.33, 0.32]])  # an out-of-scope message the model calls hr
+    labels = ["hr", "hr", "hr", "base"]
+    # 4 right only for thresholds in (0.35, 0.4]: one message decides that band;
+    # 3 right anywhere in [0, 0.6], whose middle is kept
+    assert fit_threshold(probs, labels, classes) == 0.3
 
 
 def test_evaluate_router_remeasures_the_same_test_split(trained: RouterTrainingReport) -> None:
@@ -165,6 +200,13 @@ def test_wrong_format_version_is_reported(artifact: Path) -> None:
     (artifact / METADATA_FILE).write_text(json.dumps({**meta, "format_version": 99}))
     with pytest.raises(RouterArtifactError, match=r"format_version 99.*reads version 1"):
         load_learned_router(artifact)
+
+
+def test_metadata_written_before_extras_still_loads(artifact: Path) -> None:
+    meta = json.loads((artifact / METADATA_FILE).read_text())
+    del meta["extra_examples"]
+    (artifact / METADATA_FILE).write_text(json.dumps(meta))
+    assert load_learned_router(artifact).metadata.extra_examples == 0
 
 
 def test_bad_threshold_is_reported(artifact: Path) -> None:

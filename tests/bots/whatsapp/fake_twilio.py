@@ -99,7 +99,7 @@ def _handler(fake: FakeTwilio) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *_: object) -> None:  # keep pytest output clean
             pass
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode("utf-8")
             form = {name: values[-1] for name, values in parse_qs(raw, keep_blank_values=True).items()}
             path = self.path.split("?")[0]
