@@ -419,7 +419,7 @@ def train(
     for department in departments:
         try:
             recipe = load_recipe(config) if config else default_recipe(department)
-            recipe = recipe.with_overrides(method=method, base=base, epochs=epochs)
+            recipe = recipe.with_overrides(method=method, base=base and _resolved_base(settings, base), epochs=epochs)
         except RecipeError as error:
             _fail(str(error), 2)
         _train_one(settings, department, recipe, base_model, dry_run=dry_run, resume=resume, force=force)
@@ -549,11 +549,12 @@ def _check_department(name: str) -> None:
         _fail(f"unknown department {name!r}; use one of {', '.join(DEPARTMENTS)} or 'all'", 2)
 
 
-def _resolved_base(settings: Settings) -> str:
+def _resolved_base(settings: Settings, spec: str | None = None) -> str:
+    """`spec` (default: the base_model setting) as something from_pretrained loads; a clear error if not."""
     from inference.base_model import BaseModelError, resolve_base_model
 
     try:
-        return resolve_base_model(settings.base_model, settings.home)
+        return resolve_base_model(spec or settings.base_model, settings.home)
     except BaseModelError as error:
         _fail(str(error))
 

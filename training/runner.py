@@ -161,6 +161,16 @@ class _ProgressCallback:
 
     def on_step_end(self, args, state, control, **_):
         self.progress.update(self.task, completed=state.global_step)
+        if self.progress.disable or self.progress.console.is_terminal:
+            return
+        # Redirected to a file or CI log, a live bar shows nothing until the end: a line per 5%.
+        task = self.progress.tasks[0]
+        if state.global_step % max(1, state.max_steps // 20) == 0 or state.global_step == state.max_steps:
+            eta = f"{task.time_remaining / 60:.1f} min" if task.time_remaining is not None else "?"
+            self.progress.console.print(
+                f"{self.label}: step {state.global_step}/{state.max_steps}, loss {task.fields['loss']}, "
+                f"{task.elapsed / 60:.1f} min elapsed, ETA {eta}", highlight=False,
+            )
 
     def on_log(self, args, state, control, logs=None, **_):
         if logs and "loss" in logs:
