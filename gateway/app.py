@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -89,4 +90,7 @@ async def _load_then_answer(app: FastAPI, components: Components, dispatcher: Di
             log.exception("loading models failed")
             app.state.load_error = str(error)
             return
+    # The loaded models are millions of long-lived objects: keep the collector from
+    # walking them on every full collection (pauses of ~200 ms under load otherwise).
+    gc.freeze()
     await dispatcher.run()

@@ -188,8 +188,10 @@ def build_worker(components: Components, responder: Responder):
 def redis_client(settings: Settings):
     import redis.asyncio
 
-    # Short timeouts: with Redis down, a webhook should answer 503 quickly, not hang.
-    return redis.asyncio.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
+    # A refused or unreachable Redis fails within 2 s, so a webhook answers 503 quickly.
+    # No socket_timeout: redis-py wraps every send in asyncio.wait_for then (a task per
+    # command, a third of a webhook's CPU); the webhook bounds its own wait instead.
+    return redis.asyncio.from_url(settings.redis_url, socket_connect_timeout=2, socket_keepalive=True)
 
 
 def build_memory(settings: Settings, client: Any = None) -> ConversationMemory:

@@ -17,14 +17,16 @@ send that reply again: delivery is at least once, with that window kept tiny.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bots.events import Inbound
 from gateway.event_codec import conversation_of, encode
@@ -32,6 +34,7 @@ from gateway.event_codec import conversation_of, encode
 log = logging.getLogger(__name__)
 
 GROUP = "workers"
+ENQUEUE_TIMEOUT_S = 5.0  # a webhook waits this long for Redis, then answers 503
 
 # KEYS: seen, seq, stream. ARGV: dedupe?, dedupe ttl ms, conversation, payload.
 _ENQUEUE = """
@@ -128,7 +131,7 @@ class RedisQueue:
         self.lock_ms = int(lock_seconds * 1000)
         self.claim_idle_ms = int(claim_idle_seconds * 1000)
         self.max_attempts = max_attempts
-        self._enqueue = client.register_script(_ENQUEUE)
+        self._enqueue_batch = _Coalesced(client, _ENQUEUE)
         self._begin = client.register_script(_BEGIN)
         self._complete = client.register_script(_COMPLETE)
         self._lock = client.register_script(_LOCK)
@@ -143,8 +146,11 @@ class RedisQueue:
         keys = [f"{self.prefix}seen:{dedupe_key or ''}", self._key("seq", conversation), self.stream]
         args = ["1" if dedupe_key else "0", self._dedupe_ms, conversation, encode(channel, event)]
         try:
-            await self.ensure_group()
-            return await self._enqueue(keys=keys, args=args) is not None
+            async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
+                await self.ensure_group()
+                return await self._enqueue_batch.run(keys, args) is not None
+        except TimeoutError:
+            raise QueueUnavailable(f"Redis did not answer within {ENQUEUE_TIMEOUT_S:g} s") from None
         except (RedisError, OSError) as error:
             raise QueueUnavailable(f"Redis is unavailable ({error})") from error
 
@@ -265,6 +271,68 @@ class RedisQueue:
             entries.append(Entry(_text(entry_id), _text(fields[b"conversation"]), int(fields[b"seq"]),
                                  _text(fields[b"event"])))
         return entries
+
+
+class _Coalesced:
+    """Runs one Lua script for many callers: the calls made while a round trip is
+    under way go together in the next pipeline.
+
+    Under load this spreads redis-py's per-command cost (most of a webhook's CPU)
+    over the batch; a lone call still goes out at once.
+    """
+
+    def __init__(self, client: aioredis.Redis, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self._waiting: list[tuple[list, list, asyncio.Future]] = []
+        self._sending = False
+
+    async def run(self, keys: list, args: list) -> object:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((keys, args, future))
+        if not self._sending:
+            self._sending = True
+            asyncio.get_running_loop().create_task(self._send_all())
+        return await future
+
+    async def _send_all(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._send(batch)
+        finally:
+            self._sending = False
+
+    async def _send(self, batch: list[tuple[list, list, asyncio.Future]]) -> None:
+        for attempt in range(2):
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args, _ in batch:
+                    pipe.evalsha(self.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+            except NoScriptError:
+                if attempt == 0:  # a restarted Redis has forgotten the script
+                    await self.client.script_load(self.source)
+                    continue
+                raise
+            except BaseException as error:  # the callers learn of it; no one waits forever
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(error if isinstance(error, Exception) else RedisError(str(error)))
+                if not isinstance(error, Exception):
+                    raise
+                return
+            if attempt == 0 and any(isinstance(result, NoScriptError) for result in results):
+                await self.client.script_load(self.source)
+                continue
+            for (*_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+            return
 
 
 def _text(value: bytes | str) -> str:
