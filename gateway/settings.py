@@ -139,10 +139,7 @@ class Settings(BaseSettings):
     @field_validator("system_prompts")
     @classmethod
     def _known_departments(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(TARGETS))
-        if unknown:
-            raise ValueError(f"unknown department(s) {unknown}; use {list(TARGETS)}")
-        return value
+        return _departments_only(value)
 
     @field_validator("openai_base_url")
     @classmethod
@@ -158,10 +155,7 @@ class Settings(BaseSettings):
     @field_validator("openai_department_urls")
     @classmethod
     def _department_urls(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(TARGETS))
-        if unknown:
-            raise ValueError(f"unknown department(s) {unknown}; use {list(TARGETS)}")
-        return {department: _http_url(url) for department, url in value.items()}
+        return {department: _http_url(url) for department, url in _departments_only(value).items()}
 
     @model_validator(mode="after")
     def _channels_complete(self) -> Settings:
@@ -187,6 +181,13 @@ class Settings(BaseSettings):
             top_p=self.top_p,
             repetition_penalty=self.repetition_penalty,
         )
+
+
+def _departments_only(value: dict[str, str]) -> dict[str, str]:
+    unknown = sorted(set(value) - set(TARGETS))
+    if unknown:
+        raise ValueError(f"unknown department(s) {unknown}; use {list(TARGETS)}")
+    return value
 
 
 def _http_url(value: str) -> str:
