@@ -116,6 +116,9 @@ class DepartmentFiles:
     train: Path
     eval: Path
     preference: Path
+    # Optional: more question phrasings per fact with short answers, for the
+    # department models only (the router splits train.jsonl and is not fed these).
+    paraphrases: Path
 
 
 def department_files(dept: str, data_dir: str | Path = DATA_DIR) -> DepartmentFiles:
@@ -128,6 +131,7 @@ def department_files(dept: str, data_dir: str | Path = DATA_DIR) -> DepartmentFi
         train=root / "train.jsonl",
         eval=root / "eval.jsonl",
         preference=root / "preference.jsonl",
+        paraphrases=root / "paraphrases.jsonl",
     )
 
 

@@ -65,7 +65,7 @@ def make_job(
         department=department,
         base_model=recipe.base or base_model,
         system_prompt=system_prompts.get(department, system_prompts[BASE]),
-        train=load_sft(files.train),
+        train=[*load_sft(files.train), *(load_sft(files.paraphrases) if files.paraphrases.exists() else [])],
         recipe=recipe,
         run_dir=run_dir,
         preferences=preferences,

@@ -319,6 +319,9 @@ def validate_department(dept: str, data_dir: str | Path = DATA_DIR, *,
     train_rows, train_problems = _data_report(files.train, "sft", None, facts)
     eval_rows, eval_problems = _data_report(files.eval, "eval", None, facts)
     problems += train_problems + eval_problems + check_leakage(train_rows, files.train, eval_rows, files.eval)
+    if files.paraphrases.exists():
+        paraphrase_rows, paraphrase_problems = _data_report(files.paraphrases, "sft", None, facts)
+        problems += paraphrase_problems + check_leakage(paraphrase_rows, files.paraphrases, eval_rows, files.eval)
     preference_rows: list[Row] = []
     if files.preference.exists() or (minimums and dept in MIN_BUNDLED_PREFERENCES):
         preference_rows, preference_problems = _data_report(files.preference, "preference", None, facts)
