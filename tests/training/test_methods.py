@@ -139,3 +139,16 @@ def test_evaluation_scores_base_and_trained(tiny_model_dir, tmp_path, records):
     assert base.label == "base" and trained.label.startswith("adapter")
     assert 0.0 <= base.accuracy <= 1.0
     assert all(answer.correct is False for answer in base.answers)  # a random model knows no facts
+
+
+def test_paraphrases_join_the_department_training_set(tmp_path, tiny_model_dir):
+    directory = tmp_path / "finance"
+    directory.mkdir()
+    answer = " ".join(["Form 16 Part A and Part B reach you through Kosh by 15 June every year."] * 3)
+    record = '{{"instruction": "{q}", "input": "", "output": "' + answer + '", "fact": "FIN-01"}}\n'
+    (directory / "train.jsonl").write_text(record.format(q="When is Form 16 issued?"))
+    job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", system_prompts(), data_dir=tmp_path)
+    assert [r.instruction for r in job.train] == ["When is Form 16 issued?"]
+    (directory / "paraphrases.jsonl").write_text(record.format(q="form 16 kab milega?"))
+    job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", system_prompts(), data_dir=tmp_path)
+    assert [r.instruction for r in job.train] == ["When is Form 16 issued?", "form 16 kab milega?"]

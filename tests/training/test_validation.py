@@ -286,3 +286,18 @@ def test_contains_all_and_missing() -> None:
 def test_bundled_data_is_valid() -> None:
     problems = validate_bundle()
     assert not problems, f"{len(problems)} problem(s):\n" + "\n".join(map(str, problems[:50]))
+
+
+def test_paraphrases_are_validated_and_leak_checked_like_train(tmp_path: Path) -> None:
+    make_department(tmp_path, "hr")
+    assert validate_department("hr", tmp_path) == []
+    eval_path = tmp_path / "hr" / "eval.jsonl"
+    paraphrases = write_jsonl(
+        tmp_path / "hr" / "paraphrases.jsonl",
+        train("A new wording about the first fact?"),
+        train("Which fact is this?", "HR-99"),
+        train(json.loads(eval_path.read_text(encoding="utf-8").splitlines()[0])["instruction"]),
+    )
+    problems = [str(p) for p in validate_department("hr", tmp_path)]
+    assert any(p.startswith(f"{paraphrases}:2: field 'fact'") and "HR-99" in p for p in problems)
+    assert any(p.startswith(f"{eval_path}:1: field 'instruction' leaks from {paraphrases}:3") for p in problems)
