@@ -61,6 +61,16 @@ FOLLOW_UP_WORDS = 6  # a message this short, mid-conversation, is taken as a fol
 
 # Latin letters incl. accented ones; Hinglish is written in these.
 _LATIN_LETTER = re.compile(r"[A-Za-z\u00C0-\u024F]")
+_PUNCTUATION = re.compile(r"[^\w\s₹%]")
+
+
+def normalise_text(text: str) -> str:
+    """What the TF-IDF features see: lower case, punctuation as spaces.
+
+    Character n-grams took "France?" for healthcare because so many healthcare
+    questions end in "insurance?"; punctuation carries no topic.
+    """
+    return _PUNCTUATION.sub(" ", text.lower())
 
 
 class RouterArtifactError(RuntimeError):

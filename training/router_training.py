@@ -56,6 +56,7 @@ from router.learned import (
     MiniLMEmbedder,
     RouterMetadata,
     load_learned_router,
+    normalise_text,
 )
 from training.datasets import (
     DATA_DIR,
@@ -184,8 +185,9 @@ def build_model(method: str, seed: int = 0) -> Pipeline:
     # Words catch topic vocabulary; character n-grams within words catch
     # typos ("hw many EL dys") and Hinglish spelling variants.
     tfidf = FeatureUnion([
-        ("words", TfidfVectorizer(sublinear_tf=True)),
-        ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 5), sublinear_tf=True)),
+        ("words", TfidfVectorizer(preprocessor=normalise_text, sublinear_tf=True)),
+        ("chars", TfidfVectorizer(preprocessor=normalise_text, analyzer="char_wb", ngram_range=(1, 5),
+                                  sublinear_tf=True)),
     ])
     features: object = {
         "tfidf-svm": tfidf,
