@@ -226,12 +226,19 @@ def models(ctx: typer.Context) -> None:
     if ctx.invoked_subcommand:
         return
     components = _started(_settings())
-    table = Table("department", "serving", "source", "note")
+    table = Table("department", "serving", "memory", "source", "note")
     for entry in components.backend.models():
         note = f"[yellow]{entry.note}[/yellow]" if entry.note else ""
-        table.add_row(entry.department, entry.serving, entry.source, note)
+        table.add_row(entry.department, entry.serving, _memory(entry), entry.source, note)
     components.close()
     Console().print(table)
+
+
+def _memory(entry) -> str:  # noqa: ANN001 - inference.base.DepartmentModel
+    if not entry.memory_bytes:
+        return "-"
+    size = f"{entry.memory_bytes / 2**20:,.1f} MiB"
+    return {"adapter": f"+{size}", "base": f"{size} (shared)"}.get(entry.serving, size)
 
 
 @models_app.command("rollback")

@@ -41,6 +41,9 @@ class DepartmentModel:
     serving: str  # "adapter", "full" or "base"
     source: str
     note: str = ""
+    # Parameter bytes: an adapter's own weights; a full model's whole size; for
+    # "base", the shared base model (counted once however many departments use it).
+    memory_bytes: int = 0
 
 
 class GenerationStream(Protocol):

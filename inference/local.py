@@ -10,6 +10,7 @@ on the engine's thread, so the event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -134,6 +135,7 @@ class LocalBackend:
                 log.warning("%s: %s; serving the base model with its system prompt", department, note)
             info = DepartmentModel(department, "base", self._base_model, note=note)
             served[department] = serve(shared, tokenizer, no_adapter, info)
+        served = {department: _with_memory(entry) for department, entry in served.items()}
         retired = self._served
         self._served = served  # one reference swap: readers see the old or the new set, never a mix
         self._ready.set()
@@ -296,6 +298,18 @@ def _engines_of(served: Mapping[str, _Served]) -> list[BatchEngine]:
 
 def _load_failure(artifact: Artifact, error: Exception) -> str:
     return f"{artifact.kind} {artifact.path} failed to load: {_brief(error)}"
+
+
+def _with_memory(entry: _Served) -> _Served:
+    """The entry with the parameter bytes it holds (see DepartmentModel.memory_bytes)."""
+    parameters = list(entry.model.named_parameters())
+    if entry.info.serving == "adapter":
+        marker = f".{entry.adapter}."  # PEFT names them ...lora_A.<adapter>.weight
+        chosen = [p for name, p in parameters if "lora_" in name and marker in name]
+    else:
+        chosen = [p for name, p in parameters if "lora_" not in name]
+    size = sum(p.numel() * p.element_size() for p in chosen)
+    return dataclasses.replace(entry, info=dataclasses.replace(entry.info, memory_bytes=size))
 
 
 def _info(artifact: Artifact) -> DepartmentModel:

@@ -78,7 +78,8 @@ def test_models_table_shows_a_broken_adapter_falling_back(env, tmp_path):
     result = runner.invoke(app, ["models"], env={**env, "COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     row = next(line for line in result.stdout.splitlines() if "healthcare" in line)
-    assert "base" in row and "does not exist" in row
+    assert "base" in row and "does not exist" in row and "MiB (shared)" in row
+    assert "memory" in result.stdout.splitlines()[1]
 
 
 def test_a_bad_setting_is_a_clear_error(env, tmp_path):

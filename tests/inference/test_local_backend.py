@@ -86,6 +86,23 @@ def test_a_registered_adapter_is_served_and_changes_the_output(tmp_path, tiny_mo
     assert run(backend.generate("sales", QUESTION, GREEDY)) == run(plain.generate("sales", QUESTION, GREEDY))
 
 
+def test_models_report_the_memory_each_takes(tmp_path, tiny_model_dir, adapter_dir):
+    from peft import PeftConfig
+    from safetensors.torch import load_file
+
+    models_dir = tmp_path / "models"
+    write_registry(models_dir, {"hr": {"kind": "adapter", "path": str(adapter_dir)},
+                                "sales": {"kind": "full", "path": str(tiny_model_dir)}})
+    memory = {m.department: m.memory_bytes for m in loaded_backend(models_dir, tiny_model_dir).models()}
+    adapter_weights = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    assert PeftConfig.from_pretrained(str(adapter_dir)).peft_type == "LORA"
+    assert memory["hr"] == sum(t.numel() * t.element_size() for t in adapter_weights.values())
+    base_weights = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert memory["base"] == memory["finance"] == memory["sales"]  # the base, and a full copy of it
+    assert memory["base"] >= sum(t.numel() * t.element_size() for t in base_weights.values())
+    assert 0 < memory["hr"] < memory["base"] / 10
+
+
 def test_a_full_model_directory_is_served(tmp_path, tiny_model_dir):
     models_dir = tmp_path / "models"
     write_registry(models_dir, {"sales": {"kind": "full", "path": str(tiny_model_dir)}})
