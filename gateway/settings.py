@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        value = value or None  # empty, as an env file leaves it: not set
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://, e.g. redis://localhost:6379/0")
+        return value
+
     @field_validator("system_prompts")
     @classmethod
     def _known_departments(cls, value: dict[str, str]) -> dict[str, str]:

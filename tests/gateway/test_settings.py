@@ -62,3 +62,9 @@ def test_config_file_from_environment_and_missing_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SWITCHBOARD_CONFIG", str(missing))
     with pytest.raises(SettingsError, match="cannot read the file"):
         load_settings()
+
+
+def test_a_redis_url_without_a_redis_scheme_is_refused(monkeypatch):
+    monkeypatch.setenv("SWITCHBOARD_REDIS_URL", "localhost:6379")
+    with pytest.raises(SettingsError, match="SWITCHBOARD_REDIS_URL.*redis://"):
+        load_settings(None)
