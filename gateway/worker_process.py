@@ -8,6 +8,7 @@ import signal
 
 from gateway.channels import Responder
 from gateway.components import Components, build_channels, build_queue, build_worker
+from gateway.stream_worker import RedisDispatcher
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ async def run_worker(components: Components, stop: asyncio.Event | None = None) 
     settings = components.settings
     channels = build_channels(settings, components.pipeline)
     queue = build_queue(settings, components.redis)
-    await channels.start(_NoIntake(queue))  # connects the senders; this process takes no webhooks
+    await channels.start(RedisDispatcher(queue, worker=None))  # connects the senders; no webhooks here
     worker = build_worker(components, Responder(components.pipeline, channels.by_name))
     watcher = None
     if settings.reload_interval_seconds > 0:
@@ -38,18 +39,3 @@ async def run_worker(components: Components, stop: asyncio.Event | None = None) 
             watcher.cancel()
         await channels.close()
 
-
-class _NoIntake:
-    """A worker's channels accept nothing themselves (no polling, no webhooks)."""
-
-    def __init__(self, queue) -> None:
-        self.queue = queue
-
-    async def accept(self, channel, event) -> bool:
-        return await self.queue.enqueue(channel.name, event)
-
-    async def run(self) -> None:
-        return None
-
-    async def ready(self) -> bool:
-        return await self.queue.ping()
