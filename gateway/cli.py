@@ -234,7 +234,7 @@ def models(ctx: typer.Context) -> None:
     Console().print(table)
 
 
-def _memory(entry) -> str:  # noqa: ANN001 - inference.base.DepartmentModel
+def _memory(entry) -> str:
     if not entry.memory_bytes:
         return "-"
     size = f"{entry.memory_bytes / 2**20:,.1f} MiB"
