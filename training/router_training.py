@@ -1,7 +1,8 @@
 """Train and evaluate the learned router (router/learned.py).
 
-Data: the instructions of every department's train.jsonl (label = department)
-and router/out_of_scope.jsonl (label = base). One stratified split with a fixed
+Data: the user messages of every department's train.jsonl (instruction plus
+its `input` context, as a user would send them; label = department) and
+router/out_of_scope.jsonl (label = base). One stratified split with a fixed
 seed gives TRAIN (fit), VALIDATION (the confidence threshold) and TEST (only
 ever measured). The split is re-derived from the data and the seed stored in
 router.json, and a fingerprint of the data guards against evaluating on a test
@@ -15,9 +16,10 @@ records are never used, so no test question's own answer leaks in.
 
 With `extras` (the default) it also fits on router-only questions,
 router/extra_<target>.jsonl (same fields as out_of_scope.jsonl; `category`
-names the handbook fact or out-of-scope topic a text was written for). They
-are never part of the split, so they only ever add to TRAIN; one whose text
-equals a VALIDATION or TEST message is dropped rather than leak it.
+names the handbook fact or out-of-scope topic a text was written for), and on
+the questions of each department's paraphrases.jsonl. They are never part of
+the split, so they only ever add to TRAIN; one whose text equals a VALIDATION
+or TEST message is dropped rather than leak it.
 
 Once the thresholds are fitted on VALIDATION, the shipped model is refitted
 on TRAIN + VALIDATION: 15% more questions, and TEST stays untouched.
@@ -58,6 +60,7 @@ from router.learned import (
     load_learned_router,
     normalise_text,
 )
+from training.examples import user_text
 from training.datasets import (
     DATA_DIR,
     OUT_OF_SCOPE_FILE,
@@ -144,8 +147,8 @@ class RouterTrainingReport:
 
 
 def load_examples(data_dir: str | Path = DATA_DIR) -> list[Example]:
-    """Every routing example in file order: department instructions, then out-of-scope texts."""
-    examples = [Example(r.instruction.strip(), dept, r.output)
+    """Every routing example in file order: department user messages, then out-of-scope texts."""
+    examples = [Example(user_text(r.instruction, r.input).strip(), dept, r.output)
                 for dept in DEPARTMENTS for r in load_sft(department_files(dept, data_dir).train)]
     out_of_scope = load_out_of_scope(Path(data_dir) / OUT_OF_SCOPE_FILE)
     examples += [Example(text.strip(), BASE) for text in out_of_scope]
@@ -154,12 +157,15 @@ def load_examples(data_dir: str | Path = DATA_DIR) -> list[Example]:
 
 def load_extra_examples(data_dir: str | Path = DATA_DIR,
                         held_out: Sequence[Example] = ()) -> list[Example]:
-    """The router-only questions of router/extra_<target>.jsonl, minus any text also in `held_out`."""
+    """router/extra_<target>.jsonl and the paraphrase questions, minus any text also in `held_out`."""
     seen = {_normalised(e.text) for e in held_out}
     folder = (Path(data_dir) / OUT_OF_SCOPE_FILE).parent
     paths = [(target, folder / EXTRA_FILE.format(target=target)) for target in TARGETS]
-    return [Example(text.strip(), target) for target, path in paths if path.exists()
-            for text in load_out_of_scope(path) if _normalised(text) not in seen]
+    extra = [Example(text.strip(), target) for target, path in paths if path.exists()
+             for text in load_out_of_scope(path)]
+    extra += [Example(user_text(r.instruction, r.input).strip(), dept) for dept in DEPARTMENTS
+              if (path := department_files(dept, data_dir).paraphrases).exists() for r in load_sft(path)]
+    return [e for e in extra if _normalised(e.text) not in seen]
 
 
 def _normalised(text: str) -> str:
@@ -313,7 +319,7 @@ def _evaluate(router: LearnedRouter, test: Sequence[Example], data_dir: str | Pa
     for example in test:
         confusion[index[example.label], index[router.route(example.text, []).department]] += 1
     dept = [index[d] for d in DEPARTMENTS]
-    unseen = [(r.instruction, d) for d in DEPARTMENTS if department_files(d, data_dir).eval.exists()
+    unseen = [(user_text(r.instruction, r.input), d) for d in DEPARTMENTS if department_files(d, data_dir).eval.exists()
               for r in load_eval(department_files(d, data_dir).eval)]
     unseen_hits = sum(router.route(text, []).department == d for text, d in unseen)
     return RouterEvaluation(

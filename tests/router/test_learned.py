@@ -24,10 +24,9 @@ from training.router_training import (
     train_router,
 )
 
-# Floors under what the default method reaches on the held-out TEST split
-# (seed 0), to catch a regression. The targets (95% / 90%) sit within a
-# message or two of it; see bench/router_compare.py.
-DEPT_FLOOR, OOS_FLOOR = 0.93, 0.87
+# The targets on the held-out TEST split (seed 0). The default method
+# reaches 96.4% / 91.4%: 4 messages and 1 message above them (bench/router_compare.py).
+DEPT_FLOOR, OOS_FLOOR = 0.95, 0.90
 HR_ANSWER = [Turn("user", "How many EL days do I get?"),
              Turn("assistant", "18 days a year.", department="hr")]
 
