@@ -60,7 +60,6 @@ from router.learned import (
     load_learned_router,
     normalise_text,
 )
-from training.examples import user_text
 from training.datasets import (
     DATA_DIR,
     OUT_OF_SCOPE_FILE,
@@ -70,6 +69,7 @@ from training.datasets import (
     load_out_of_scope,
     load_sft,
 )
+from training.examples import user_text
 
 # Chosen by measurement (bench/router_compare.py, numbers in its docstring):
 # the most accurate candidate that trains in seconds and routes in under 5 ms;
