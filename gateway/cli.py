@@ -430,6 +430,20 @@ def train(
         except RecipeError as error:
             _fail(str(error), 2)
         _train_one(settings, department, recipe, base_model, dry_run=dry_run, resume=resume, force=force)
+        _release_models()
+
+
+def _release_models() -> None:
+    """Free the last department's models before the next one trains. The Trainer and its model
+    refer to each other, so they outlive the department until a full cyclic collection; without
+    this, `train all` grew to about 10 GB."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _train_one(settings: Settings, department: str, recipe, base_model: str, *,

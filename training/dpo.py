@@ -16,13 +16,12 @@ from training.datasets import PreferenceRecord
 from training.examples import preference_dataset, user_text
 from training.job import ARTIFACT, TrainingJob, TrainingResult, count_parameters, load_tokenizer
 from training.lora import train_adapter
-from training.runner import train_with_progress, training_arguments, use_cuda
+from training.runner import frozen_weights_dtype, train_with_progress, training_arguments
 
 SFT_STAGE = "sft"
 
 
 def train(job: TrainingJob) -> TrainingResult:
-    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
@@ -37,8 +36,7 @@ def train(job: TrainingJob) -> TrainingResult:
 
     recipe = job.recipe
     tokenizer = load_tokenizer(job.base_model)
-    dtype = torch.bfloat16 if use_cuda() else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=dtype)
+    base = AutoModelForCausalLM.from_pretrained(job.base_model, dtype=frozen_weights_dtype(recipe))
     model = PeftModel.from_pretrained(base, str(sft_adapter), is_trainable=True)
     trainer = DPOTrainer(
         model=model,

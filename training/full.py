@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from training.job import TrainingJob, TrainingResult, count_parameters, load_tokenizer
-from training.runner import sft_trainer, train_with_progress, use_cuda
+from training.runner import sft_trainer, train_with_progress
 
 
 def build_model(job: TrainingJob) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if use_cuda() else torch.float32
-    return AutoModelForCausalLM.from_pretrained(job.base_model, dtype=dtype)
+    # fp32 master weights even on CUDA: the Trainer's bf16 autocast gives the speed, and
+    # pure-bf16 weights would round away most AdamW updates at a 1e-4 learning rate.
+    return AutoModelForCausalLM.from_pretrained(job.base_model, dtype=torch.float32)
 
 
 def train(job: TrainingJob) -> TrainingResult:

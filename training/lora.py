@@ -11,17 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from training.job import ARTIFACT, TrainingJob, TrainingResult, count_parameters, load_tokenizer
-from training.runner import StageResult, sft_trainer, train_with_progress, use_cuda
+from training.runner import StageResult, frozen_weights_dtype, sft_trainer, train_with_progress, use_cuda
 
 
 def build_model(job: TrainingJob) -> Any:
     """The base (4-bit when the recipe says qlora) with fresh trainable LoRA weights."""
-    import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     recipe = job.recipe
-    compute_dtype = torch.bfloat16 if use_cuda() else torch.float32
+    compute_dtype = frozen_weights_dtype(recipe)
     if recipe.method == "qlora":
         quantization = BitsAndBytesConfig(
             load_in_4bit=True,

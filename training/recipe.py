@@ -35,6 +35,8 @@ class Recipe(BaseModel):
     seed: int = 0
     # auto: bf16 on CUDA, and bf16 autocast over fp32 weights on a CPU with native bf16 (about 1.5x faster)
     precision: Precision = "auto"
+    # NEFTune: noise on the input embeddings while training (0 = off); 5 is the paper's usual value
+    neftune_noise_alpha: float = Field(default=0, ge=0)
     # LoRA and QLoRA ("all-linear" = every linear layer but the output head, for any architecture)
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)

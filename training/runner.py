@@ -52,6 +52,14 @@ def mixed_precision_bf16(recipe: Recipe) -> bool:
     return use_cuda() or cpu_has_native_bf16()
 
 
+def frozen_weights_dtype(recipe: Recipe) -> Any:
+    """dtype for weights that do not train (the base under LoRA): bf16 only when training runs
+    in bf16 on CUDA. Trained weights always stay fp32: AdamW updates are lost in bf16."""
+    import torch
+
+    return torch.bfloat16 if use_cuda() and mixed_precision_bf16(recipe) else torch.float32
+
+
 def training_arguments(
     recipe: Recipe,
     output_dir: Path,
@@ -106,6 +114,7 @@ def sft_trainer(job: Any, model: Any, tokenizer: Any, stage_dir: Path) -> Any:
             recipe, stage_dir, epochs=recipe.epochs, learning_rate=recipe.learning_rate, batch_size=recipe.batch_size,
             # Batches of similar lengths: ~20% less padding to compute than random batches on our data.
             train_sampling_strategy="group_by_length",
+            neftune_noise_alpha=recipe.neftune_noise_alpha or None,
         ),
         train_dataset=sft_dataset(tokenizer, job.system_prompt, job.train, recipe.max_length),
         data_collator=padding_collator(tokenizer),

@@ -73,6 +73,14 @@ def test_sft_methods_learn_and_the_server_loads_the_result(method, tiny_model_di
     assert 0 < result.trainable_params <= result.total_params
 
 
+def test_neftune_noise_changes_training_and_still_learns(tiny_model_dir, tmp_path, records):
+    plain = lora.train(job_for("lora", tiny_model_dir, tmp_path / "plain", records)).stages[0]
+    noisy = lora.train(job_for("lora", tiny_model_dir, tmp_path / "noisy", records, neftune_noise_alpha=5.0)).stages[0]
+    # Same seed, data and order: only the embedding noise can make the losses differ.
+    assert noisy.first_loss != plain.first_loss
+    assert noisy.last_loss < noisy.first_loss, noisy
+
+
 def test_qlora_really_loads_the_base_in_4_bit(tiny_model_dir, tmp_path, records):
     import bitsandbytes as bnb
 

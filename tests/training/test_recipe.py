@@ -1,11 +1,16 @@
 import pytest
 
-from training.recipe import Recipe, RecipeError, default_recipe, load_recipe
+from training.recipe import RECIPES_DIR, Recipe, RecipeError, default_recipe, load_recipe
 
 
 def test_bundled_recipes_follow_the_course():
     methods = {d: default_recipe(d).method for d in ("hr", "healthcare", "marketing", "sales", "finance")}
     assert methods == {"hr": "full", "healthcare": "lora", "marketing": "qlora", "sales": "lora", "finance": "dpo"}
+
+
+def test_every_bundled_recipe_file_loads():
+    recipes = {path.stem: load_recipe(path) for path in RECIPES_DIR.glob("*.yaml")}
+    assert recipes["all-full"].method == "full" and recipes["all-full"].learning_rate == 1e-3
 
 
 def test_unknown_key_names_file_line_and_suggests(tmp_path):
