@@ -13,7 +13,7 @@ def build_model(job: TrainingJob) -> Any:
     from transformers import AutoModelForCausalLM
 
     # fp32 master weights even on CUDA: the Trainer's bf16 autocast gives the speed, and
-    # pure-bf16 weights would round away most AdamW updates at a 1e-4 learning rate.
+    # pure-bf16 weights would round away the small AdamW updates of late, low-lr steps.
     return AutoModelForCausalLM.from_pretrained(job.base_model, dtype=torch.float32)
 
 
