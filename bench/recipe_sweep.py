@@ -57,6 +57,7 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
     import torch
 
     from inference.prompts import system_prompts
+    from inference.registry import Artifact
     from training.datasets import department_files, load_eval
     from training.department import METHODS, make_job
     from training.evaluation import evaluate
@@ -81,7 +82,7 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
         stage = result.stages[-1]
         row.update(method=recipe.method, epochs=recipe.epochs, train_seconds=round(time.perf_counter() - started, 1),
                    steps=sum(s.steps for s in result.stages), last_loss=round(stage.last_loss, 4))
-        model = _load_artifact(base_model, result.kind, result.artifact, device)
+        model = _load_artifact(base_model, Artifact(job.department, result.kind, result.artifact), device)
     evaluation = evaluate(model, tokenizer, prompt, records, job.variant, batch_size=64 if device == "cuda" else 16)
     if job.variant != "base":
         shutil.rmtree(models_dir, ignore_errors=True)
@@ -91,19 +92,18 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
 
 
 def _load(path: str | Path, device: str) -> Any:
-    # fp32 everywhere, so GPU scores match what the CPU serving path would give.
-    import torch
-    from transformers import AutoModelForCausalLM
+    # Loaded on CPU (fp32) and then moved, so GPU scores match the CPU serving path's numerics.
+    from inference.artifacts import load_causal_lm
 
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(device).eval()
+    return load_causal_lm(path, "cpu").to(device)
 
 
-def _load_artifact(base_model: str, kind: str, path: Path, device: str) -> Any:
-    if kind == "full":
-        return _load(path, device)
-    from peft import PeftModel
+def _load_artifact(base_model: str, artifact: Any, device: str) -> Any:
+    from inference.artifacts import attach_adapter
 
-    return PeftModel.from_pretrained(_load(base_model, device), str(path)).eval()
+    if artifact.kind == "full":
+        return _load(artifact.path, device)
+    return attach_adapter(_load(base_model, device), artifact)
 
 
 def _run_job_star(arguments: tuple) -> dict[str, Any]:

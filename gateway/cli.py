@@ -435,8 +435,8 @@ def train(
 
 def _release_models() -> None:
     """Free the last department's models before the next one trains. The Trainer and its model
-    refer to each other, so they outlive the department until a full cyclic collection; without
-    this, `train all` grew to about 10 GB."""
+    refer to each other, so they outlive the department until a full cyclic collection (the likely
+    reason `train all` grew to about 10 GB)."""
     import gc
 
     import torch
