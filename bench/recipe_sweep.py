@@ -4,7 +4,9 @@
 
 Each (department, variant) trains with the project's own methods (`training/`), on
 the department's train + paraphrase records, and is scored like `switchboard eval`:
-fact accuracy on eval.jsonl, beside the base model's. Jobs run in worker processes,
+fact accuracy on eval.jsonl, beside the base model's, with handbook entries in the
+prompt when the recipe grounds (and then also the share of not_covered_eval.jsonl
+questions answered "not covered"). Jobs run in worker processes,
 so on a GPU a whole grid (five departments, several variants) takes minutes; on
 this CPU a single LoRA job takes about 26 minutes. One JSON line per job goes to
 `--out` as soon as it finishes, then a table prints base vs each variant. The
@@ -42,6 +44,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full-3e-4-neftune": {"method": "full", "learning_rate": 3e-4, "neftune_noise_alpha": 5.0},
     "full-3e-4-6ep": {"method": "full", "learning_rate": 3e-4, "epochs": 6},
     "full-1e-3": {"method": "full", "learning_rate": 1e-3},
+    # Grounding (README, Grounding): the same data without entries, or with RAFT's other choices.
+    "plain-full-1e-3": {"method": "full", "learning_rate": 1e-3, "epochs": 3, "grounding": False},
+    "record-answers": {"grounding_answer": "record"},
+    "shuffled": {"grounding_order": "shuffled"},
+    "no-oracle-15": {"grounding_no_oracle_share": 0.15},
+    "epochs-2": {"epochs": 2},
 }
 
 
@@ -58,8 +66,9 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
 
     from inference.prompts import system_prompts
     from inference.registry import Artifact
-    from training.datasets import department_files, load_eval
-    from training.department import METHODS, make_job
+    from knowledge.library import load_department
+    from training.datasets import DATA_DIR
+    from training.department import METHODS, EvalSuite, make_job
     from training.evaluation import evaluate
     from training.job import load_tokenizer
     from training.recipe import default_recipe
@@ -68,14 +77,16 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
     device = "cuda" if torch.cuda.is_available() else "cpu"
     prompts = system_prompts()
     prompt = prompts[job.department]
-    records = load_eval(department_files(job.department).eval)
+    recipe = default_recipe(job.department).with_overrides(precision=precision, **job.overrides)
+    # Scored as it would serve: with handbook entries in the prompt when the recipe grounds.
+    knowledge = load_department(DATA_DIR, job.department) if recipe.grounding else None
+    suite = EvalSuite.load(job.department, knowledge, k=recipe.grounding_k)
     row: dict[str, Any] = {"department": job.department, "variant": job.variant, "overrides": job.overrides}
     started = time.perf_counter()
     tokenizer = load_tokenizer(base_model)
     if job.variant == "base":
         model = _load(base_model, device)
     else:
-        recipe = default_recipe(job.department).with_overrides(precision=precision, **job.overrides)
         models_dir = Path(tempfile.mkdtemp(prefix=f"{job.department}-{job.variant}-", dir=work_dir))
         training = make_job(job.department, recipe, base_model, models_dir, prompts, show_progress=False)
         result = METHODS[recipe.method](training)
@@ -83,7 +94,13 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
         row.update(method=recipe.method, epochs=recipe.epochs, train_seconds=round(time.perf_counter() - started, 1),
                    steps=sum(s.steps for s in result.stages), last_loss=round(stage.last_loss, 4))
         model = _load_artifact(base_model, Artifact(job.department, result.kind, result.artifact), device)
-    evaluation = evaluate(model, tokenizer, prompt, records, job.variant, batch_size=64 if device == "cuda" else 16)
+    batch = 64 if device == "cuda" else 16
+    ground = suite.ground if knowledge else None
+    evaluation = evaluate(model, tokenizer, prompt, suite.questions, job.variant, batch_size=batch, ground=ground)
+    if ground and suite.not_covered:
+        outside = evaluate(model, tokenizer, prompt, suite.not_covered, job.variant, batch_size=batch, ground=ground,
+                           kind="not_covered")
+        row.update(not_covered=round(outside.accuracy, 4))
     if job.variant != "base":
         shutil.rmtree(models_dir, ignore_errors=True)
     row.update(accuracy=round(evaluation.accuracy, 4), correct=sum(a.correct for a in evaluation.answers),

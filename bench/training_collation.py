@@ -20,7 +20,7 @@ from inference.base_model import resolve_base_model
 from inference.prompts import DEFAULT_SYSTEM_PROMPTS
 from training import lora
 from training.datasets import department_files, load_sft
-from training.examples import IGNORE_INDEX, padding_collator, sft_dataset
+from training.examples import IGNORE_INDEX, padding_collator, plain_examples, sft_dataset
 from training.job import TrainingJob, load_tokenizer
 from training.recipe import Recipe
 from training.runner import training_arguments
@@ -56,7 +56,7 @@ def main() -> None:
     settings = Settings()
     base = resolve_base_model(settings.base_model, settings.home)
     all_records = load_sft(department_files(args.department).train)
-    records = all_records[: args.records]
+    records = plain_examples(all_records[: args.records])
     recipe = Recipe(method=args.method, epochs=1, batch_size=8, max_length=COURSE_LENGTH)
     workdir = Path(tempfile.mkdtemp(prefix="bench-collation-"))
     tokenizer = load_tokenizer(base)

@@ -1,4 +1,4 @@
-"""What flows through the pipeline: conversation turns, inbound messages, routes."""
+"""What flows through the pipeline: conversation turns, inbound messages, routes, handbook entries."""
 
 from __future__ import annotations
 
@@ -51,8 +51,26 @@ class Route:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """A handbook fact retrieved for a question; `score` is its similarity (0 to 1)."""
+
+    id: str
+    text: str
+    score: float = 0.0
+    section: str = ""
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """The handbook entries a question is answered from, and the reply for when none answers it."""
+
+    entries: tuple[Entry, ...]
+    not_covered: str
+
+
+@dataclass(frozen=True)
 class Reply:
-    """The pipeline's answer to one message."""
+    """The pipeline's answer to one message; `sources` are the handbook entries it used."""
 
     text: str
     route: Route
@@ -60,3 +78,4 @@ class Reply:
     completion_tokens: int = 0
     finish_reason: str = "stop"
     latency_ms: float = 0.0
+    sources: tuple[Entry, ...] = ()

@@ -25,7 +25,7 @@ from bots.events import (
     Unparsed,
 )
 from gateway.dedupe import SeenKeys
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, sources_line
 from gateway.redis_queue import QueueUnavailable
 
 log = logging.getLogger(__name__)
@@ -102,11 +102,15 @@ class WhatsAppChannel:
 
 
 class Responder:
-    """Answers one event on the channel it came from: the model for messages, fixed texts, events."""
+    """Answers one event on the channel it came from: the model for messages, fixed texts, events.
 
-    def __init__(self, pipeline: Pipeline, channels: dict[str, ReplyChannel]) -> None:
+    With `show_sources`, a grounded reply ends with a line naming the handbook entries it used.
+    """
+
+    def __init__(self, pipeline: Pipeline, channels: dict[str, ReplyChannel], *, show_sources: bool = True) -> None:
         self.pipeline = pipeline
         self.channels = channels
+        self.show_sources = show_sources
 
     async def answer(self, channel_name: str, event: Inbound) -> None:
         channel = self.channels.get(channel_name)
@@ -117,7 +121,8 @@ class Responder:
         if isinstance(event, Message):
             async with channel.working(event.reply_to):
                 reply = await self.pipeline.handle(event.incoming)
-            await channel.send(event.reply_to, reply.text)
+            sources = sources_line(reply.sources) if self.show_sources else ""
+            await channel.send(event.reply_to, f"{reply.text}\n\n{sources}" if sources else reply.text)
         elif isinstance(event, Notice):
             await channel.send(event.reply_to, event.text)
         else:

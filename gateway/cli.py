@@ -192,6 +192,8 @@ def chat() -> None:
             # style=, not markup: "[hr ...]" would be read as a rich tag and vanish.
             console.print(f"({route.department}, confidence {route.confidence:.2f}, {route.reason})", style="dim")
             console.print(reply.text, highlight=False, markup=False)
+            for entry in reply.sources:
+                console.print(f"  [{entry.id}] {entry.text}", style="dim", highlight=False, markup=False)
     finally:
         loop.close()
         components.close()
@@ -212,6 +214,7 @@ def ask(text: Annotated[str, typer.Argument(help="The message to answer.")]) -> 
         "confidence": reply.route.confidence,
         "reason": reply.route.reason,
         "reply": reply.text,
+        "sources": [{"id": e.id, "text": e.text, "score": e.score} for e in reply.sources],
         "latency_ms": reply.latency_ms,
     }, ensure_ascii=False))
 
@@ -476,32 +479,64 @@ def _train_one(settings: Settings, department: str, recipe, base_model: str, *,
 
 
 @app.command("eval")
-def evaluate(target: Annotated[str, typer.Argument(help="A department, 'all', or 'router'.")]) -> None:
-    """Fact accuracy on eval.jsonl: the base model vs the live model."""
+def evaluate(
+    target: Annotated[str, typer.Argument(help="A department, 'all', or 'router'.")],
+    file: Annotated[Path | None, typer.Option("--file", help="Score these questions (JSON, JSONL or CSV with "
+                                              "instruction and expected) instead of eval.jsonl.")] = None,
+    mapping: Annotated[
+        list[str] | None, typer.Option("--map", help="Column mapping for --file, e.g. instruction=question.")
+    ] = None,
+) -> None:
+    """Fact accuracy of the base and the live model, each with and without grounding, and retrieval recall."""
     from inference.prompts import system_prompts
-    from training.department import evaluate_pair, live_artifact
-    from training.evaluation import write_report
+    from knowledge.library import load_department
+    from training.datasets import DatasetError, load_questions
+    from training.department import EvalSuite, evaluate_models, live_artifact
+    from training.evaluation import eval_questions, write_report
 
     settings = _settings()
     if target == "router":
         _eval_router(settings)
         return
     departments = _targets(target)
+    if file is not None and len(departments) != 1:
+        _fail("--file scores one department's questions: name the department, not 'all'", 2)
+    questions = None
+    if file is not None:
+        try:
+            questions = eval_questions(load_questions(file, mapping))
+        except (DatasetError, ValueError) as error:
+            _fail(f"{file}: {error}", 2)
     base_model = _resolved_base(settings)
     prompts = system_prompts(settings.system_prompts)
-    table = Table("department", "base", "trained", "gain", "trained model")
+    k = settings.grounding_k
+    table = Table("department", "base", "base + grounding", "handbook quote", "live", "live + grounding",
+                  f"recall@{k}", "not covered", "live model")
     for department in departments:
         artifact = live_artifact(settings.models_path, department)
+        try:
+            knowledge = load_department(settings.data_path, department)
+            suite = EvalSuite.load(department, knowledge, k=k, data_dir=settings.data_path, questions=questions)
+        except (DatasetError, OSError, ValueError) as error:
+            _fail(f"{department}: {error}")
         with _eval_progress() as on_progress:
-            base_eval, trained_eval = evaluate_pair(department, base_model, artifact, prompts[department],
-                                                    device=settings.device, on_progress=on_progress)
-        evaluations = [base_eval] + ([trained_eval] if trained_eval else [])
-        report = write_report(settings.home / "reports", department, evaluations, {"base_model": base_model})
+            evaluations = evaluate_models(suite, base_model, artifact, prompts[department],
+                                          device=settings.device, on_progress=on_progress)
+        retrieval = suite.retrieval_summary()
+        report = write_report(settings.home / "reports", department, evaluations,
+                              {"base_model": base_model, "questions": str(file or "eval.jsonl"), **retrieval})
         console.print(f"{department}: report {report}")
-        trained = f"{trained_eval.accuracy:.1%}" if trained_eval else "-"
-        gain = f"{100 * (trained_eval.accuracy - base_eval.accuracy):+.1f} pts" if trained_eval else "-"
-        table.add_row(department, f"{base_eval.accuracy:.1%}", trained, gain,
-                      str(artifact.path.relative_to(settings.models_path)) if artifact else "(none: base)")
+        scores = {(e.label == "base", e.grounded, e.questions): f"{e.accuracy:.1%}" for e in evaluations}
+        recall, quote = retrieval.get("retrieval", {}).get("recall"), retrieval.get("handbook_quote_accuracy")
+        table.add_row(
+            department, scores.get((True, False, "facts"), "-"), scores.get((True, True, "facts"), "-"),
+            "-" if quote is None else f"{quote:.1%}",
+            scores.get((False, False, "facts"), "-"), scores.get((False, True, "facts"), "-"),
+            "-" if recall is None else f"{recall:.1%}",
+            # How often the grounded model (the live one, else base) says a question outside the handbook is so.
+            scores.get((artifact is None, True, "not_covered"), "-"),
+            str(artifact.path.relative_to(settings.models_path)) if artifact else "(none: base)",
+        )
     Console().print(table)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.departments import DEPARTMENTS
+from core.files import file_signature
 from gateway.channels import (
     ChannelSet,
     Dispatcher,
@@ -18,12 +19,13 @@ from gateway.channels import (
 )
 from gateway.dedupe import InProcessSeenKeys
 from gateway.metrics import Metrics
-from gateway.pipeline import Pipeline, PipelineLimits
+from gateway.pipeline import GroundingSettings, Pipeline, PipelineLimits
 from gateway.settings import Settings
 from inference.base_model import resolve_base_model
 from inference.local import LocalBackend
 from inference.prompts import system_prompts
 from inference.registry import REGISTRY_FILE
+from knowledge.library import HandbookLibrary
 from memory.base import ConversationMemory
 from memory.in_process import InProcessMemory
 from router.base import Router
@@ -42,6 +44,7 @@ class Components:
     backend: LocalBackend | OpenAIBackend
     metrics: Metrics
     redis: Any = None  # redis.asyncio.Redis shared by memory and queue, when configured
+    knowledge: HandbookLibrary | None = None  # None with grounding off
 
     def start(self, *, show_progress: bool = False) -> None:
         """Prepare the base model and load every department (blocking, seconds)."""
@@ -56,13 +59,16 @@ class Components:
         from router.learned import METADATA_FILE, ROUTER_SUBDIR  # rewritten by `switchboard train router`
 
         models = self.settings.models_path
-        return _stat(models / REGISTRY_FILE), _stat(models / ROUTER_SUBDIR / METADATA_FILE)
+        return file_signature(models / REGISTRY_FILE), file_signature(models / ROUTER_SUBDIR / METADATA_FILE)
 
     async def watch_registry(self, interval: float) -> None:
-        """Hot deploy: reload the models whenever the registry changes."""
+        """Hot deploy: reload the models whenever the registry changes, a handbook whenever it is edited."""
         seen = self.registry_signature()
         while True:
             await asyncio.sleep(interval)
+            if self.knowledge is not None:
+                for department in await asyncio.to_thread(self.knowledge.refresh):
+                    log.info("%s: handbook changed; its index is rebuilt", department)
             current = self.registry_signature()
             if current == seen or not self.backend.ready:
                 continue
@@ -81,13 +87,6 @@ class Components:
     def close(self) -> None:
         self.backend.close()
 
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
 
 
 def build_router(settings: Settings) -> Router:
@@ -156,7 +155,7 @@ def build_channels(settings: Settings, pipeline: Pipeline) -> ChannelSet:
 def build_dispatcher(components: Components, channels: ChannelSet, *, run_worker: bool) -> Dispatcher:
     """The Redis queue (with an optional worker in this process) when Redis is configured, else in-process."""
     settings = components.settings
-    responder = Responder(components.pipeline, channels.by_name)
+    responder = Responder(components.pipeline, channels.by_name, show_sources=settings.show_sources)
     if components.redis is None:
         return InProcessDispatcher(responder, InProcessSeenKeys(settings.dedupe_ttl_seconds))
     from gateway.stream_worker import RedisDispatcher
@@ -223,10 +222,16 @@ def build_backend(settings: Settings) -> LocalBackend | OpenAIBackend:
     )
 
 
+def build_knowledge(settings: Settings) -> HandbookLibrary | None:
+    """Every department's handbook index (about 0.1 s each), or None with grounding off."""
+    return HandbookLibrary(settings.data_path, DEPARTMENTS) if settings.grounding else None
+
+
 def build_components(settings: Settings) -> Components:
     metrics = Metrics()
     client = redis_client(settings) if settings.redis_url else None
     backend = build_backend(settings)
+    knowledge = build_knowledge(settings)
     pipeline = Pipeline(
         router=build_router(settings),
         memory=build_memory(settings, client),
@@ -234,5 +239,6 @@ def build_components(settings: Settings) -> Components:
         defaults=settings.generation_defaults(),
         metrics=metrics,
         limits=PipelineLimits(max_input_chars=settings.max_input_chars),
+        grounding=GroundingSettings(knowledge, settings.grounding_k),
     )
-    return Components(settings, pipeline, backend, metrics, client)
+    return Components(settings, pipeline, backend, metrics, client, knowledge)

@@ -136,7 +136,7 @@ def _completion(completion_id: str, reply: Reply) -> dict:
             }
         ],
         "usage": _usage(reply),
-        "switchboard": _route_info(reply.route, reply.latency_ms),
+        "switchboard": _switchboard_info(reply.route, reply),
     }
 
 
@@ -163,8 +163,7 @@ async def _sse(completion_id: str, stream: ReplyStream, include_usage: bool) -> 
         yield format_sse_event(data_str=json.dumps(body)).decode()
         return
     reply = stream.reply
-    yield chunk({}, reply.finish_reason if reply else "stop",
-                switchboard=_route_info(stream.route, reply.latency_ms if reply else 0.0))
+    yield chunk({}, reply.finish_reason if reply else "stop", switchboard=_switchboard_info(stream.route, reply))
     if include_usage and reply:
         usage = {"id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()),
                  "model": department, "choices": [], "usage": _usage(reply)}
@@ -180,6 +179,9 @@ def _usage(reply: Reply) -> dict:
     }
 
 
-def _route_info(route: Route, latency_ms: float) -> dict:
-    return {"department": route.department, "confidence": route.confidence,
-            "reason": route.reason, "latency_ms": latency_ms}
+def _switchboard_info(route: Route, reply: Reply | None) -> dict:
+    """Where the message went and why, and the handbook entries the answer used."""
+    sources = reply.sources if reply else ()
+    return {"department": route.department, "confidence": route.confidence, "reason": route.reason,
+            "latency_ms": reply.latency_ms if reply else 0.0,
+            "sources": [{"id": e.id, "text": e.text, "score": e.score} for e in sources]}

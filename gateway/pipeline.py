@@ -2,7 +2,8 @@
 
 Channels call `handle` (memory-backed conversations); the OpenAI-compatible API
 calls `complete` / `stream` with the history in the request. Both route,
-generate and count the same way.
+retrieve the department's handbook entries (with grounding on), generate and
+count the same way.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from core.departments import BASE, DEPARTMENTS, TARGETS
-from core.messages import IncomingMessage, Reply, Route, Turn
+from core.messages import Entry, Grounding, IncomingMessage, Reply, Route, Turn
 from gateway.metrics import Metrics
 from inference.base import Generation, GenerationParams, GenerationStream, InferenceBackend
+from inference.chat_format import CitationFilter, cite, split_citations
+from knowledge.base import Knowledge
+from knowledge.handbook import NOT_COVERED_PHRASE
 from memory.base import ConversationMemory
 from router.base import Router
 from router.commands import AUTO, parse_command
@@ -42,6 +46,14 @@ class PipelineLimits:
     max_input_chars: int = 4000
 
 
+@dataclass(frozen=True)
+class GroundingSettings:
+    """Handbook entries per question; `knowledge=None` turns grounding off (the plain prompt)."""
+
+    knowledge: Knowledge | None = None
+    k: int = 3
+
+
 class Pipeline:
     def __init__(
         self,
@@ -51,6 +63,7 @@ class Pipeline:
         defaults: GenerationParams,
         metrics: Metrics,
         limits: PipelineLimits = PipelineLimits(),
+        grounding: GroundingSettings = GroundingSettings(),
     ) -> None:
         self.router = router
         self.memory = memory
@@ -58,6 +71,8 @@ class Pipeline:
         self.defaults = defaults
         self.metrics = metrics
         self.limits = limits
+        self.grounding = grounding
+        self.quotes = HandbookQuotes()
 
     async def handle(self, message: IncomingMessage) -> Reply:
         """Answer one message of a remembered conversation."""
@@ -83,13 +98,17 @@ class Pipeline:
             self.metrics.observe(route.department, "command", time.perf_counter() - started)
             return Reply(reply_text, route, latency_ms=_ms(started))
 
-        generation = await self._generate(route, [*history, Turn("user", route.text)], self.defaults, started)
-        answer = generation.text or EMPTY_REPLY
+        grounding = self._ground(route, history)
+        generation = await self._generate(
+            route, [*history, Turn("user", route.text)], self.defaults, started, grounding
+        )
+        answer, sources = cited(generation.text, grounding)
+        answer = answer or EMPTY_REPLY
         await self.memory.append(
             cid,
             [Turn("user", route.text), Turn("assistant", answer, route.department, route.pinned)],
         )
-        return _reply(note + answer, route, generation, started)
+        return _reply(note + answer, sources, route, generation, started)
 
     async def complete(
         self, model: str, turns: Sequence[Turn], params: GenerationParams | None = None
@@ -97,8 +116,9 @@ class Pipeline:
         """Answer the last user turn of a conversation supplied by the caller."""
         started = time.perf_counter()
         route, turns = self._route_request(model, turns)
-        generation = await self._generate(route, turns, params or self.defaults, started)
-        return _reply(generation.text, route, generation, started)
+        grounding = self._ground(route, turns[:-1])
+        generation = await self._generate(route, turns, params or self.defaults, started, grounding)
+        return _reply(*cited(generation.text, grounding), route, generation, started)
 
     def stream(
         self, model: str, turns: Sequence[Turn], params: GenerationParams | None = None
@@ -106,8 +126,10 @@ class Pipeline:
         """Like `complete`, as text deltas; routing errors raise here, before any output."""
         started = time.perf_counter()
         route, turns = self._route_request(model, turns)
-        generation = self.backend.stream(route.department, turns, params or self.defaults)
-        return ReplyStream(route, generation, self.metrics, started)
+        grounding = self._ground(route, turns[:-1])
+        answerer = self._answerer(route.department, grounding)
+        generation = answerer.stream(route.department, turns, params or self.defaults, grounding)
+        return ReplyStream(route, generation, self.metrics, started, grounding)
 
     def _route_request(self, model: str, turns: Sequence[Turn]) -> tuple[Route, list[Turn]]:
         if not turns or turns[-1].role != "user":
@@ -123,11 +145,26 @@ class Pipeline:
             raise ValueError("the last user message is empty once the routing command is removed")
         return route, [*history, Turn("user", route.text)]
 
+    def _answerer(self, department: str, grounding: Grounding | None) -> InferenceBackend | HandbookQuotes:
+        """The backend; or, while a department's model is the untrained base, quotes of its handbook."""
+        if grounding is not None and any(m.department == department and m.serving == "base"
+                                         for m in self.backend.models()):
+            return self.quotes
+        return self.backend
+
+    def _ground(self, route: Route, history: Sequence[Turn]) -> Grounding | None:
+        knowledge = self.grounding.knowledge
+        if knowledge is None:
+            return None
+        return knowledge.retrieve(route.department, route.text, self.grounding.k, history)
+
     async def _generate(
-        self, route: Route, turns: list[Turn], params: GenerationParams, started: float
+        self, route: Route, turns: list[Turn], params: GenerationParams, started: float,
+        grounding: Grounding | None,
     ) -> Generation:
         try:
-            generation = await self.backend.generate(route.department, turns, params)
+            answerer = self._answerer(route.department, grounding)
+            generation = await answerer.generate(route.department, turns, params, grounding)
         except Exception:
             self.metrics.observe(route.department, "error", time.perf_counter() - started)
             raise
@@ -143,23 +180,65 @@ class Pipeline:
         return text[:limit], f"(Your message was cut to its first {limit} characters.)\n\n"
 
 
+class HandbookQuotes:
+    """Answers with the best handbook entry, quoted, for a department not trained yet.
+
+    The untrained base model ignores entries put in its prompt (0 of 40 hr
+    questions right with the right entry present) and invents numbers; the best
+    entry alone answers 87-93% of the held-out questions (README, Grounding).
+    """
+
+    async def generate(self, department: str, turns: Sequence[Turn], params: GenerationParams,
+                       grounding: Grounding | None = None) -> Generation:
+        return quote(grounding)
+
+    def stream(self, department: str, turns: Sequence[Turn], params: GenerationParams,
+               grounding: Grounding | None = None) -> GenerationStream:
+        return _Quoted(quote(grounding))
+
+
+def quote(grounding: Grounding | None) -> Generation:
+    """The best entry as a cited answer; the "not covered" reply when there is none."""
+    if grounding is None or not grounding.entries:
+        return Generation(grounding.not_covered if grounding else EMPTY_REPLY, 0, 0, "stop")
+    best = grounding.entries[0]
+    return Generation(cite(best.id, f"From the handbook: {best.text}"), 0, 0, "stop")
+
+
+class _Quoted:
+    def __init__(self, generation: Generation) -> None:
+        self._generation = generation
+        self.result: Generation | None = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        yield self._generation.text
+        self.result = self._generation
+
+
 class ReplyStream:
     """Text deltas of one reply; `reply` is set once the stream is exhausted."""
 
     def __init__(
-        self, route: Route, generation: GenerationStream, metrics: Metrics, started: float
+        self, route: Route, generation: GenerationStream, metrics: Metrics, started: float,
+        grounding: Grounding | None = None,
     ) -> None:
         self.route = route
         self.reply: Reply | None = None
         self._generation = generation
         self._metrics = metrics
         self._started = started
+        self._grounding = grounding
 
     async def __aiter__(self) -> AsyncIterator[str]:
         department = self.route.department
+        # Citation markers go to `reply.sources`, not into the text the user reads.
+        markers = CitationFilter()
         try:
             async for delta in self._generation:
-                yield delta
+                if text := markers.feed(delta):
+                    yield text
+            if rest := markers.finish():
+                yield rest
         except Exception:
             self._metrics.observe(department, "error", time.perf_counter() - self._started)
             raise
@@ -167,10 +246,33 @@ class ReplyStream:
         if result is None:
             return
         self._metrics.observe(department, "ok", time.perf_counter() - self._started, result.completion_tokens)
-        self.reply = _reply(result.text, self.route, result, self._started)
+        self.reply = _reply(*cited(result.text, self._grounding), self.route, result, self._started)
 
 
-def _reply(text: str, route: Route, generation: Generation, started: float) -> Reply:
+def cited(text: str, grounding: Grounding | None) -> tuple[str, tuple[Entry, ...]]:
+    """The answer without citation markers, and the entries it used.
+
+    Those are the entries it cites; an answer that cites none (a model not trained
+    to cite) used what it was shown, unless it says the handbook does not cover it.
+    """
+    if grounding is None:
+        return text, ()
+    answer, ids = split_citations(text)
+    sources = tuple(entry for entry in grounding.entries if entry.id in ids)
+    if not ids and NOT_COVERED_PHRASE not in answer:
+        sources = grounding.entries
+    return answer, sources
+
+
+def sources_line(sources: Sequence[Entry]) -> str:
+    """A short line for chat channels: "Sources: HR-03 (Leave), HR-11 (Leave)"."""
+    named = [f"{e.id} ({e.section})" if e.section else e.id for e in sources]
+    return "Sources: " + ", ".join(named) if named else ""
+
+
+def _reply(
+    text: str, sources: tuple[Entry, ...], route: Route, generation: Generation, started: float
+) -> Reply:
     return Reply(
         text,
         route,
@@ -178,6 +280,7 @@ def _reply(text: str, route: Route, generation: Generation, started: float) -> R
         completion_tokens=generation.completion_tokens,
         finish_reason=generation.finish_reason,
         latency_ms=_ms(started),
+        sources=sources,
     )
 
 

@@ -76,6 +76,19 @@ class Settings(BaseSettings):
     batch_window_ms: float = Field(
         default=5.0, ge=0, le=1000, description="How long the local backend waits for company before starting a batch."
     )
+    data_dir: Path | None = Field(
+        default=None,
+        description="Company data: a folder per department with its handbook and questions (default: the bundled example).",
+    )
+    grounding: bool = Field(
+        default=True,
+        description="Answer from the department's handbook: its best-matching entries go into the prompt "
+        "(off: the plain fine-tuned prompt).",
+    )
+    grounding_k: int = Field(default=3, ge=1, le=10, description="Handbook entries put in each prompt.")
+    show_sources: bool = Field(
+        default=True, description="Telegram and WhatsApp replies end with a line naming the handbook entries used."
+    )
     router: Literal["learned", "commands"] = Field(
         default="learned", description="Automatic routing: the learned classifier, or commands only."
     )
@@ -131,7 +144,7 @@ class Settings(BaseSettings):
         # The environment beats the file: values from --config arrive as init kwargs.
         return (env_settings, init_settings)
 
-    @field_validator("home", "models_dir")
+    @field_validator("home", "models_dir", "data_dir")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
@@ -181,6 +194,12 @@ class Settings(BaseSettings):
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.home / "models"
+
+    @property
+    def data_path(self) -> Path:
+        from training.datasets import DATA_DIR  # the bundled example company
+
+        return self.data_dir or DATA_DIR
 
     def generation_defaults(self) -> GenerationParams:
         return GenerationParams(

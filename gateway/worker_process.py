@@ -28,7 +28,8 @@ async def run_worker(components: Components, stop: asyncio.Event | None = None) 
     channels = build_channels(settings, components.pipeline)
     queue = build_queue(settings, components.redis)
     await channels.start(RedisDispatcher(queue, worker=None))  # connects the senders; no webhooks here
-    worker = build_worker(components, Responder(components.pipeline, channels.by_name))
+    responder = Responder(components.pipeline, channels.by_name, show_sources=settings.show_sources)
+    worker = build_worker(components, responder)
     watcher = None
     if settings.reload_interval_seconds > 0:
         watcher = asyncio.create_task(components.watch_registry(settings.reload_interval_seconds))

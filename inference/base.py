@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from core.messages import Turn
+from core.messages import Grounding, Turn
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,13 @@ class InferenceBackend(Protocol):
         ...
 
     async def generate(
-        self, department: str, turns: Sequence[Turn], params: GenerationParams
-    ) -> Generation: ...
+        self, department: str, turns: Sequence[Turn], params: GenerationParams, grounding: Grounding | None = None
+    ) -> Generation:
+        """With `grounding`, the newest question is asked with its handbook entries (inference.chat_format)."""
+        ...
 
     def stream(
-        self, department: str, turns: Sequence[Turn], params: GenerationParams
+        self, department: str, turns: Sequence[Turn], params: GenerationParams, grounding: Grounding | None = None
     ) -> GenerationStream: ...
 
 

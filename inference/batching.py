@@ -274,8 +274,9 @@ class BatchEngine:
             )
         self._stats.prefills += 1
         logits = output.logits[:, -1].float()
+        # The repetition penalty counts the answer's own tokens: it stops loops, and a grounded
+        # answer may still copy a number from the handbook entries in its prompt.
         seen = torch.zeros(logits.shape, dtype=torch.bool, device=device)
-        seen[0, prompt[0]] = True
         row.next_token = int(choose_tokens(logits, seen, *_row_settings([row], device))[0])
         row.position = prompt.shape[1]
         seen[0, row.next_token] = True
@@ -403,9 +404,9 @@ def choose_tokens(
 ) -> torch.Tensor:
     """One next token per row from (rows, vocab) logits, each row with its own settings.
 
-    Repetition penalty as transformers applies it: the logits of tokens already in
-    the row (`seen`) are divided by the penalty when positive, multiplied when
-    negative. Then greedy rows (temperature 0) take the argmax; the others sample
+    Repetition penalty as transformers applies it with `prompt_ignore_length` set to
+    the prompt: the logits of tokens the answer already holds (`seen`) are divided by
+    the penalty when positive, multiplied when negative. Then greedy rows (temperature 0) take the argmax; the others sample
     after temperature and nucleus (top_p) filtering.
     """
     if bool((penalty != 1).any()):

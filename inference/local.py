@@ -19,7 +19,7 @@ from threading import Event, Lock
 from typing import TYPE_CHECKING, Any
 
 from core.departments import BASE, DEPARTMENTS
-from core.messages import Turn
+from core.messages import Grounding, Turn
 from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
 from inference.base import DepartmentModel, Generation, GenerationParams, InputTooLong, NotReady
 from inference.chat_format import encode_chat
@@ -153,9 +153,9 @@ class LocalBackend:
         return self._entry(department).engine.stats
 
     async def generate(
-        self, department: str, turns: Sequence[Turn], params: GenerationParams
+        self, department: str, turns: Sequence[Turn], params: GenerationParams, grounding: Grounding | None = None
     ) -> Generation:
-        entry, prompt_tokens, ticket = await self._submit(department, turns, params, stream=False)
+        entry, prompt_tokens, ticket = await self._submit(department, turns, params, grounding, stream=False)
         try:
             decoded = await ticket.result
         finally:
@@ -163,9 +163,9 @@ class LocalBackend:
         return _generation(entry, prompt_tokens, decoded)
 
     def stream(
-        self, department: str, turns: Sequence[Turn], params: GenerationParams
+        self, department: str, turns: Sequence[Turn], params: GenerationParams, grounding: Grounding | None = None
     ) -> TokenStream:
-        return TokenStream(self, department, turns, params)
+        return TokenStream(self, department, turns, params, grounding)
 
     def close(self) -> None:
         self._ready.clear()  # before the engines stop, so nothing retries onto them
@@ -184,7 +184,8 @@ class LocalBackend:
         )
 
     async def _submit(
-        self, department: str, turns: Sequence[Turn], params: GenerationParams, *, stream: bool
+        self, department: str, turns: Sequence[Turn], params: GenerationParams, grounding: Grounding | None,
+        *, stream: bool,
     ) -> tuple[_Served, int, Ticket]:
         """Fit the prompt and hand the request to its model's engine."""
         from inference.batching import DecodeRequest, EngineStopped
@@ -193,7 +194,7 @@ class LocalBackend:
             entry = self._entry(department)
             # Off the event loop: the chat template and tokenizer take a while on long histories.
             prompt_ids = await asyncio.to_thread(
-                self._fit_prompt, entry, department, turns, params.max_new_tokens
+                self._fit_prompt, entry, department, turns, params.max_new_tokens, grounding
             )
             request = DecodeRequest(prompt_ids, entry.adapter, params, entry.stop_ids)
             try:
@@ -212,14 +213,15 @@ class LocalBackend:
             raise ValueError(f"unknown department {department!r}") from None
 
     def _fit_prompt(
-        self, entry: _Served, department: str, turns: Sequence[Turn], max_new_tokens: int
+        self, entry: _Served, department: str, turns: Sequence[Turn], max_new_tokens: int,
+        grounding: Grounding | None = None,
     ) -> list[int]:
         """Encode the conversation, dropping the oldest turns until it fits the context."""
         limit = getattr(entry.model.config, "max_position_embeddings", 2048) - max_new_tokens
         system = self._prompts.get(department, self._prompts[BASE])
         turns = list(turns)
         while True:
-            ids = encode_chat(entry.tokenizer, system, turns, add_generation_prompt=True)
+            ids = encode_chat(entry.tokenizer, system, turns, add_generation_prompt=True, grounding=grounding)
             if len(ids) <= limit:
                 return ids
             if len(turns) <= 1:
@@ -234,10 +236,11 @@ class TokenStream:
     """Async iterator of text deltas; `result` holds the Generation afterwards."""
 
     def __init__(
-        self, backend: LocalBackend, department: str, turns: Sequence[Turn], params: GenerationParams
+        self, backend: LocalBackend, department: str, turns: Sequence[Turn], params: GenerationParams,
+        grounding: Grounding | None = None,
     ) -> None:
         self._backend = backend
-        self._args = (department, list(turns), params)
+        self._args = (department, list(turns), params, grounding)
         self.result: Generation | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:

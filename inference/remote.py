@@ -30,7 +30,7 @@ from typing import Any
 import openai
 
 from core.departments import BASE, DEPARTMENTS
-from core.messages import Turn
+from core.messages import Grounding, Turn
 from inference.base import (
     BackendError,
     BackendUnavailable,
@@ -150,9 +150,9 @@ class OpenAIBackend:
         return math.ceil(len(text) / _CHARS_PER_TOKEN)
 
     async def generate(
-        self, department: str, turns: Sequence[Turn], params: GenerationParams
+        self, department: str, turns: Sequence[Turn], params: GenerationParams, grounding: Grounding | None = None
     ) -> Generation:
-        target, completion, messages = await self._create(department, turns, params, stream=False)
+        target, completion, messages = await self._create(department, turns, params, grounding, stream=False)
         if not completion.choices:
             raise BackendError(f"the inference server at {target.url} answered with no choices")
         choice = completion.choices[0]
@@ -160,9 +160,9 @@ class OpenAIBackend:
         return self._generation(text, choice.finish_reason, completion.usage, messages)
 
     def stream(
-        self, department: str, turns: Sequence[Turn], params: GenerationParams
+        self, department: str, turns: Sequence[Turn], params: GenerationParams, grounding: Grounding | None = None
     ) -> RemoteStream:
-        return RemoteStream(self, department, turns, params)
+        return RemoteStream(self, department, turns, params, grounding)
 
     def close(self) -> None:
         # Connections close with their clients; those of a finished event loop cannot be awaited.
@@ -189,14 +189,15 @@ class OpenAIBackend:
         return client
 
     async def _create(
-        self, department: str, turns: Sequence[Turn], params: GenerationParams, *, stream: bool
+        self, department: str, turns: Sequence[Turn], params: GenerationParams, grounding: Grounding | None,
+        *, stream: bool,
     ) -> tuple[_Target, Any, list[dict[str, str]]]:
         """Send the request; the oldest turns go while the server says the context is too long."""
         target = self._target(department)
         system = self._prompts.get(department, self._prompts[BASE])
         turns = list(turns)
         while True:
-            messages = chat_messages(system, turns)
+            messages = chat_messages(system, turns, grounding)
             try:
                 response = await self._client(target.url).chat.completions.create(
                     model=target.model, messages=messages, **_options(params, stream)
@@ -243,10 +244,11 @@ class RemoteStream:
     """
 
     def __init__(
-        self, backend: OpenAIBackend, department: str, turns: Sequence[Turn], params: GenerationParams
+        self, backend: OpenAIBackend, department: str, turns: Sequence[Turn], params: GenerationParams,
+        grounding: Grounding | None = None,
     ) -> None:
         self._backend = backend
-        self._args = (department, list(turns), params)
+        self._args = (department, list(turns), params, grounding)
         self.result: Generation | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:

@@ -14,25 +14,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.departments import DEPARTMENTS
+from knowledge.handbook import Fact, parse_handbook
 
 DATA_DIR = Path(__file__).parent / "data"
 OUT_OF_SCOPE_FILE = Path("router") / "out_of_scope.jsonl"  # relative to a data dir
 FACT_PREFIXES = {"hr": "HR", "finance": "FIN", "healthcare": "HC", "marketing": "MKT", "sales": "SAL"}
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv")
-
-# Every fact is one markdown bullet: "- **HR-07** text".
-FACT_LINE = re.compile(r"^- \*\*([A-Z]+-\d{2,3})\*\*\s+(\S.*)$")
-# Something that starts like a fact bullet but misses the exact form above; it
-# is reported so that a typo does not silently drop a fact.
-_NEAR_FACT_LINE = re.compile(
-    r"^\s*[-*+]\s*\*\*\s*(?:" + "|".join(FACT_PREFIXES.values()) + r")\s*-?\s*\d", re.IGNORECASE
-)
 
 # The cap keeps an exception readable; .problems always holds every problem.
 _MAX_LISTED_PROBLEMS = 100
@@ -104,9 +96,9 @@ class PreferenceRecord:
 
 
 @dataclass(frozen=True)
-class Fact:
-    id: str
-    text: str
+class NotCoveredRecord:
+    instruction: str
+    input: str
     line: int
 
 
@@ -119,6 +111,14 @@ class DepartmentFiles:
     # Optional: more question phrasings per fact with short answers, for the
     # department models only (the router splits train.jsonl and is not fed these).
     paraphrases: Path
+    # Optional: more ways people ask about each fact (instruction, fact), for
+    # retrieval only: they teach the handbook index the words people use.
+    phrasings: Path
+    # Optional: questions in the department's field that the handbook does not
+    # answer; grounded training teaches the "not covered" reply on the first,
+    # evaluation measures it on the held-out second.
+    not_covered: Path
+    not_covered_eval: Path
 
 
 def department_files(dept: str, data_dir: str | Path = DATA_DIR) -> DepartmentFiles:
@@ -132,6 +132,9 @@ def department_files(dept: str, data_dir: str | Path = DATA_DIR) -> DepartmentFi
         eval=root / "eval.jsonl",
         preference=root / "preference.jsonl",
         paraphrases=root / "paraphrases.jsonl",
+        phrasings=root / "phrasings.jsonl",
+        not_covered=root / "not_covered.jsonl",
+        not_covered_eval=root / "not_covered_eval.jsonl",
     )
 
 
@@ -350,6 +353,22 @@ def load_preferences(path: str | Path, mapping: MappingSpec = None) -> list[Pref
     return records
 
 
+def load_questions(path: str | Path, mapping: MappingSpec = None) -> list[EvalRecord]:
+    """A question bank to score (`switchboard eval --file`): instruction and expected, the rest optional."""
+    records = []
+    for row in _checked_rows(path, "questions", mapping):
+        v = row.values
+        records.append(EvalRecord(v["instruction"], v.get("input", ""), v.get("output", ""), v.get("fact", ""),
+                                  tuple(v["expected"]), row.line))
+    return records
+
+
+def load_not_covered(path: str | Path, mapping: MappingSpec = None) -> list[NotCoveredRecord]:
+    """Questions in the department's field that its handbook does not answer."""
+    return [NotCoveredRecord(row.values["instruction"], row.values.get("input", ""), row.line)
+            for row in _checked_rows(path, "not_covered", mapping)]
+
+
 def load_out_of_scope(path: str | Path, mapping: MappingSpec = None) -> list[str]:
     """Texts the router must send to no department."""
     return [row.values["text"] for row in _checked_rows(path, "out_of_scope", mapping)]
@@ -362,24 +381,10 @@ def scan_handbook(path: str | Path) -> tuple[list[Fact], list[Problem]]:
     text, problems = _read_text(path, shown)
     if text is None:
         return [], problems
-    facts: list[Fact] = []
-    continues_fact = False
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
-        match = FACT_LINE.match(line)
-        if match:
-            facts.append(Fact(match[1], match[2].strip(), number))
-            continues_fact = True
-        elif continues_fact and line[:1].isspace() and line.strip() and line.strip()[0] not in "-*+":
-            # An indented wrapped line still belongs to the bullet above it.
-            last = facts[-1]
-            facts[-1] = Fact(last.id, f"{last.text} {line.strip()}", last.line)
-        else:
-            continues_fact = False
-            if _NEAR_FACT_LINE.match(line):
-                problems.append(Problem(shown, number, None,
-                                        "looks like a fact but is not '- **ID** text' (e.g. '- **HR-07** ...')"))
-    return facts, problems
+    handbook = parse_handbook(text)
+    problems += [Problem(shown, line, None, "looks like a fact but is not '- **ID** text' (e.g. '- **HR-07** ...')")
+                 for line in handbook.suspicious]
+    return list(handbook.facts), problems
 
 
 def load_handbook(path: str | Path) -> list[Fact]:

@@ -5,19 +5,40 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from core.departments import BASE
+from core.messages import Grounding
 from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
 from inference.registry import Artifact
+from knowledge.library import DepartmentKnowledge, load_department
 from training import dpo, full, lora
-from training.datasets import department_files, load_eval, load_preferences, load_sft
-from training.evaluation import Evaluation, evaluate, write_report
+from training.datasets import (
+    DATA_DIR,
+    department_files,
+    load_eval,
+    load_not_covered,
+    load_preferences,
+    load_sft,
+)
+from training.evaluation import (
+    Evaluation,
+    Question,
+    eval_questions,
+    evaluate,
+    not_covered_questions,
+    retrieval_recall,
+    write_report,
+)
+from training.examples import plain_examples, plain_preferences, user_text
+from training.grounding import Grounder, GroundingPlan
 from training.job import TrainingJob, TrainingResult, count_parameters, load_tokenizer
 from training.promotion import Decision, ModelVersion, live_version, promote, register_candidate
 from training.recipe import Recipe
+from training.scoring import contains_all
 
 METHODS = {"full": full.train, "lora": lora.train, "qlora": lora.train, "dpo": dpo.train}
 TRAINING_RECORD = "training.json"  # written into a run directory once training finished
@@ -50,14 +71,27 @@ class Outcome:
     decision: Decision
     report: Path
     run_dir: Path
+    evaluations: list[Evaluation]
 
 
 def make_job(
     department: str, recipe: Recipe, base_model: str, models_dir: Path, system_prompts: dict[str, str],
     *, resume: bool = False, show_progress: bool = True, data_dir: Path | None = None,
 ) -> TrainingJob:
-    files = department_files(department, data_dir) if data_dir else department_files(department)
-    preferences = load_preferences(files.preference) if recipe.method == "dpo" else []
+    data_dir = data_dir or DATA_DIR
+    files = department_files(department, data_dir)
+    records = [*load_sft(files.train), *(load_sft(files.paraphrases) if files.paraphrases.exists() else [])]
+    preference_records = load_preferences(files.preference) if recipe.method == "dpo" else []
+    knowledge = load_department(data_dir, department) if recipe.grounding else None
+    if knowledge is not None:
+        plan = GroundingPlan(recipe.grounding_k, recipe.grounding_no_oracle_share, recipe.grounding_order, recipe.seed,
+                             recipe.grounding_answer)
+        grounder = Grounder(knowledge, plan)
+        outside = load_not_covered(files.not_covered) if files.not_covered.exists() else []
+        examples = grounder.examples(records, [user_text(r.instruction, r.input) for r in outside])
+        preferences = grounder.preferences(preference_records)
+    else:
+        examples, preferences = plain_examples(records), plain_preferences(preference_records)
     run_dir = _resumable_run(models_dir, department, recipe.method) if resume else None
     if run_dir is None:
         run_dir = models_dir / department / f"{recipe.method}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -65,24 +99,24 @@ def make_job(
         department=department,
         base_model=recipe.base or base_model,
         system_prompt=system_prompts.get(department, system_prompts[BASE]),
-        train=[*load_sft(files.train), *(load_sft(files.paraphrases) if files.paraphrases.exists() else [])],
+        examples=examples,
         recipe=recipe,
         run_dir=run_dir,
         preferences=preferences,
         resume=resume,
         show_progress=show_progress,
+        knowledge=knowledge,
     )
 
 
 def plan(job: TrainingJob) -> Plan:
     """Parameters and step count, and a time estimate from one timed forward+backward pass."""
-    from training.examples import sft_dataset
-    from training.examples import padding_collator
+    from training.examples import padding_collator, sft_dataset
 
     recipe = job.recipe
     model = (full.build_model if recipe.method == "full" else lora.build_model)(job)
     tokenizer = load_tokenizer(job.base_model)
-    dataset = sft_dataset(tokenizer, job.system_prompt, job.train, recipe.max_length)
+    dataset = sft_dataset(tokenizer, job.system_prompt, job.examples, recipe.max_length)
     per_step = recipe.batch_size * recipe.gradient_accumulation
     steps = math.ceil(len(dataset) / per_step) * math.ceil(recipe.epochs)
     batch = padding_collator(tokenizer)([dataset[i] for i in range(min(recipe.batch_size, len(dataset)))])
@@ -113,8 +147,12 @@ def train_department(
         "trainable_params": result.trainable_params, "total_params": result.total_params,
     }, indent=2), encoding="utf-8")
     artifact = Artifact(job.department, result.kind, result.artifact)
-    base_eval, trained_eval = evaluate_pair(job.department, job.base_model, artifact, job.system_prompt,
-                                            device=device, on_progress=on_progress)
+    # Scored the way it will serve: with grounding when it was trained with it.
+    suite = EvalSuite.load(job.department, job.knowledge, k=job.recipe.grounding_k)
+    grounded = job.knowledge is not None
+    evaluations = evaluate_models(suite, job.base_model, artifact, job.system_prompt, modes=(grounded,),
+                                  device=device, on_progress=on_progress)
+    base_eval, trained_eval = (e for e in evaluations if e.questions == "facts")
     version = ModelVersion(
         kind=result.kind,
         path=str(result.artifact.relative_to(models_dir)),
@@ -126,31 +164,90 @@ def train_department(
     )
     register_candidate(models_dir, job.department, version)
     decision = promote(models_dir, job.department, version, force=force)
-    report = write_report(reports_dir, job.department, [base_eval, trained_eval],
-                          {"run": str(job.run_dir), "promoted": decision.promoted, "decision": decision.reason})
-    return Outcome(job.department, result, version, base_eval, trained_eval, decision, report, job.run_dir)
+    report = write_report(reports_dir, job.department, evaluations,
+                          {"run": str(job.run_dir), "promoted": decision.promoted, "decision": decision.reason,
+                           **suite.retrieval_summary()})
+    return Outcome(job.department, result, version, base_eval, trained_eval, decision, report, job.run_dir,
+                   evaluations)
 
 
-def evaluate_pair(
-    department: str, base_model: str, artifact: Artifact | None, system_prompt: str, *,
-    device: str = "auto", data_dir: Path | None = None, on_progress: Any = None,
-) -> tuple[Evaluation, Evaluation | None]:
-    """The base model and (if given) a trained artifact on the department's eval.jsonl."""
-    files = department_files(department, data_dir) if data_dir else department_files(department)
-    records = load_eval(files.eval)
+@dataclass(frozen=True)
+class EvalSuite:
+    """What a department is scored on: its questions, and the handbook that grounds them."""
+
+    department: str
+    questions: list[Question]
+    not_covered: list[Question]  # answered right by the "not covered" reply
+    knowledge: DepartmentKnowledge | None
+    k: int = 3
+
+    @classmethod
+    def load(cls, department: str, knowledge: DepartmentKnowledge | None, *, k: int = 3,
+             data_dir: Path | None = None, questions: list[Question] | None = None) -> EvalSuite:
+        """eval.jsonl (or the given questions) and not_covered_eval.jsonl of the department."""
+        files = department_files(department, data_dir or DATA_DIR)
+        if questions is None:
+            questions = eval_questions(load_eval(files.eval))
+        outside = not_covered_questions(load_not_covered(files.not_covered_eval)) \
+            if files.not_covered_eval.exists() else []
+        return cls(department, questions, outside, knowledge, k)
+
+    def ground(self, question: str) -> Grounding:
+        assert self.knowledge is not None
+        entries = self.knowledge.index.search(question, self.k)
+        return Grounding(tuple(entries), self.knowledge.handbook.not_covered)
+
+    def recall(self) -> float | None:
+        """Share of questions whose fact is among the k entries retrieved (None: no fact named)."""
+        if self.knowledge is None:
+            return None
+        return retrieval_recall(self.knowledge.index.search, self.questions, self.k)
+
+    def quote_accuracy(self) -> float | None:
+        """What an untrained department serves (gateway.pipeline.HandbookQuotes): the share of
+        questions whose best entry holds every expected string."""
+        if self.knowledge is None or not self.questions:
+            return None
+        best = [self.knowledge.index.search(q.text, 1)[0].text for q in self.questions]
+        return sum(contains_all(text, q.expected) for text, q in zip(best, self.questions, strict=True)) / len(best)
+
+    def retrieval_summary(self) -> dict[str, Any]:
+        recall = self.recall()
+        summary = {} if recall is None else {"retrieval": {"k": self.k, "recall": recall}}
+        quote = self.quote_accuracy()
+        return summary if quote is None else {**summary, "handbook_quote_accuracy": quote}
+
+
+def evaluate_models(
+    suite: EvalSuite, base_model: str, artifact: Artifact | None, system_prompt: str, *,
+    modes: Sequence[bool] = (False, True), device: str = "auto", on_progress: Any = None,
+) -> list[Evaluation]:
+    """The base model, then the artifact (if any), each in every mode (False: plain prompt,
+    True: grounded; grounded modes are also scored on the questions the handbook does not cover)."""
     device = pick_device(device)
     tokenizer = load_tokenizer(base_model)
     base = load_causal_lm(base_model, device)
-    base_eval = evaluate(base, tokenizer, system_prompt, records, "base", on_batch=on_progress)
+
+    def score(label: str, model: Any, model_tokenizer: Any) -> list[Evaluation]:
+        done = []
+        for grounded in modes:
+            if grounded and suite.knowledge is None:
+                continue
+            ground = suite.ground if grounded else None
+            done.append(evaluate(model, model_tokenizer, system_prompt, suite.questions, label,
+                                 on_batch=on_progress, ground=ground))
+            if grounded and suite.not_covered:
+                done.append(evaluate(model, model_tokenizer, system_prompt, suite.not_covered, label,
+                                     on_batch=on_progress, ground=ground, kind="not_covered"))
+        return done
+
+    evaluations = score("base", base, tokenizer)  # before an adapter wraps the base in place
     if artifact is None:
-        return base_eval, None
-    if artifact.kind == "adapter":
-        model = attach_adapter(base, artifact)
-    else:
-        model = load_causal_lm(artifact.path, device)
-        tokenizer = tokenizer_for(artifact.path, tokenizer)
+        return evaluations
     label = f"{artifact.kind} {artifact.path.parent.name}"
-    return base_eval, evaluate(model, tokenizer, system_prompt, records, label, on_batch=on_progress)
+    if artifact.kind == "adapter":
+        return evaluations + score(label, attach_adapter(base, artifact), tokenizer)
+    return evaluations + score(label, load_causal_lm(artifact.path, device), tokenizer_for(artifact.path, tokenizer))
 
 
 def live_artifact(models_dir: Path, department: str) -> Artifact | None:

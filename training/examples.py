@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from core.messages import Turn
+from core.messages import Grounding, Turn
 from inference.chat_format import encode_chat, render_chat
 from training.datasets import PreferenceRecord, SftRecord
 
 IGNORE_INDEX = -100  # label value the loss skips
+
+
+@dataclass(frozen=True)
+class Example:
+    """One question and the answer to learn; with `grounding`, the entries the prompt shows."""
+
+    question: str
+    answer: str
+    grounding: Grounding | None = None
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """A question with a preferred and a rejected answer; `grounding` as in Example."""
+
+    question: str
+    chosen: str
+    rejected: str
+    grounding: Grounding | None = None
 
 
 def user_text(instruction: str, context: str) -> str:
@@ -17,14 +37,24 @@ def user_text(instruction: str, context: str) -> str:
     return f"{instruction}\n\n{context}" if context.strip() else instruction
 
 
+def plain_examples(records: Sequence[SftRecord]) -> list[Example]:
+    """The records as they are: question and answer, no handbook entries."""
+    return [Example(user_text(r.instruction, r.input), r.output) for r in records]
+
+
+def plain_preferences(records: Sequence[PreferenceRecord]) -> list[PreferenceExample]:
+    return [PreferenceExample(user_text(r.prompt, r.input), r.chosen, r.rejected) for r in records]
+
+
 def sft_features(
-    tokenizer: Any, system_prompt: str, record: SftRecord, max_length: int
+    tokenizer: Any, system_prompt: str, example: Example, max_length: int
 ) -> dict[str, list[int]] | None:
     """input_ids and labels with the prompt masked; None if the prompt alone fills max_length."""
-    question = [Turn("user", user_text(record.instruction, record.input))]
-    prompt = encode_chat(tokenizer, system_prompt, question, add_generation_prompt=True)
+    question = [Turn("user", example.question)]
+    prompt = encode_chat(tokenizer, system_prompt, question, add_generation_prompt=True, grounding=example.grounding)
     full = encode_chat(
-        tokenizer, system_prompt, [*question, Turn("assistant", record.output)], add_generation_prompt=False
+        tokenizer, system_prompt, [*question, Turn("assistant", example.answer)], add_generation_prompt=False,
+        grounding=example.grounding,
     )
     if full[: len(prompt)] != prompt:
         raise ValueError("the chat template renders the prompt differently inside a full conversation")
@@ -39,17 +69,17 @@ def sft_features(
     return {"input_ids": input_ids, "labels": labels}
 
 
-def sft_dataset(tokenizer: Any, system_prompt: str, records: Sequence[SftRecord], max_length: int):  # noqa: ANN201
+def sft_dataset(tokenizer: Any, system_prompt: str, examples: Sequence[Example], max_length: int):  # noqa: ANN201
     """A `datasets.Dataset` of features; examples whose prompt overflows are dropped."""
     from datasets import Dataset
 
-    rows = [f for r in records if (f := sft_features(tokenizer, system_prompt, r, max_length)) is not None]
+    rows = [f for e in examples if (f := sft_features(tokenizer, system_prompt, e, max_length)) is not None]
     if not rows:
         raise ValueError(f"no example fits max_length={max_length}; raise it in the recipe")
     return Dataset.from_list(rows)
 
 
-def preference_dataset(tokenizer: Any, system_prompt: str, records: Sequence[PreferenceRecord]):  # noqa: ANN201
+def preference_dataset(tokenizer: Any, system_prompt: str, examples: Sequence[PreferenceExample]):  # noqa: ANN201
     """prompt/chosen/rejected strings; the prompt is rendered by our chat template.
 
     TRL appends the end-of-turn token to chosen and rejected, exactly where the
@@ -60,12 +90,13 @@ def preference_dataset(tokenizer: Any, system_prompt: str, records: Sequence[Pre
     return Dataset.from_list([
         {
             "prompt": render_chat(
-                tokenizer, system_prompt, [Turn("user", user_text(r.prompt, r.input))], add_generation_prompt=True
+                tokenizer, system_prompt, [Turn("user", e.question)], add_generation_prompt=True,
+                grounding=e.grounding,
             ),
-            "chosen": r.chosen,
-            "rejected": r.rejected,
+            "chosen": e.chosen,
+            "rejected": e.rejected,
         }
-        for r in records
+        for e in examples
     ])
 
 

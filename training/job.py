@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.datasets import PreferenceRecord, SftRecord
+from knowledge.library import DepartmentKnowledge
+from training.examples import Example, PreferenceExample
 from training.recipe import Recipe
 from training.runner import StageResult
 
@@ -19,10 +20,12 @@ class TrainingJob:
     department: str
     base_model: str  # a local directory or hub id
     system_prompt: str
-    train: Sequence[SftRecord]
+    examples: Sequence[Example]
     recipe: Recipe
     run_dir: Path
-    preferences: Sequence[PreferenceRecord] = ()
+    preferences: Sequence[PreferenceExample] = ()
+    # The handbook the examples were grounded in; None when the recipe trains without grounding.
+    knowledge: DepartmentKnowledge | None = None
     resume: bool = False
     show_progress: bool = True
 

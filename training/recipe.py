@@ -37,6 +37,17 @@ class Recipe(BaseModel):
     precision: Precision = "auto"
     # NEFTune: noise on the input embeddings while training (0 = off); 5 is the paper's usual value
     neftune_noise_alpha: float = Field(default=0, ge=0)
+    # Grounding (RAFT, training/grounding.py): every prompt shows the `grounding_k` handbook entries
+    # retrieval finds, the question's own fact always among them ("retrieved": best first, as
+    # served; "shuffled": random order). In `grounding_no_oracle_share` of the examples it is left
+    # out and the answer is the "not covered" reply. grounding: false trains on the plain prompt.
+    grounding: bool = True
+    grounding_k: int = Field(default=3, ge=1, le=10)
+    grounding_no_oracle_share: float = Field(default=0.05, ge=0, lt=1)
+    grounding_order: Literal["retrieved", "shuffled"] = "retrieved"
+    # What a cited answer says: "entry", the oracle entry in the handbook's own words (measured
+    # best: every expected fact is in its entry), or "record", the training record's own answer.
+    grounding_answer: Literal["record", "entry"] = "entry"
     # LoRA and QLoRA ("all-linear" = every linear layer but the output head, for any architecture)
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)

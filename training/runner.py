@@ -116,7 +116,7 @@ def sft_trainer(job: Any, model: Any, tokenizer: Any, stage_dir: Path) -> Any:
             train_sampling_strategy="group_by_length",
             neftune_noise_alpha=recipe.neftune_noise_alpha or None,
         ),
-        train_dataset=sft_dataset(tokenizer, job.system_prompt, job.train, recipe.max_length),
+        train_dataset=sft_dataset(tokenizer, job.system_prompt, job.examples, recipe.max_length),
         data_collator=padding_collator(tokenizer),
     )
 

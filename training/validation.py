@@ -38,7 +38,7 @@ from training.datasets import (
 )
 from training.scoring import missing
 
-Kind = Literal["sft", "eval", "preference", "out_of_scope", "handbook"]
+Kind = Literal["sft", "eval", "preference", "out_of_scope", "not_covered", "phrasings", "questions", "handbook"]
 
 # Questions: long enough to mean something, short enough for one chat turn.
 MIN_QUESTION_CHARS, MAX_QUESTION_CHARS = 2, 500
@@ -66,6 +66,7 @@ MIN_BUNDLED_TRAIN = 300
 MIN_BUNDLED_EVAL = 60
 MIN_BUNDLED_PREFERENCES = {"finance": 200}  # departments that must ship preference data
 MIN_BUNDLED_OUT_OF_SCOPE = 150
+MIN_BUNDLED_NOT_COVERED_EVAL = 40  # the abstention target is measured on at least this many
 
 # Each kind's fields; True marks the required ones (present and non-empty).
 FIELDS: dict[str, dict[str, bool]] = {
@@ -73,10 +74,17 @@ FIELDS: dict[str, dict[str, bool]] = {
     "eval": {"instruction": True, "input": False, "output": True, "fact": True, "expected": True},
     "preference": {"prompt": True, "input": False, "chosen": True, "rejected": True, "fact": False},
     "out_of_scope": {"text": True, "category": False},
+    # Questions in a department's field that its handbook does not answer.
+    "not_covered": {"instruction": True, "input": False},
+    # More ways to ask about each fact, for retrieval only.
+    "phrasings": {"instruction": True, "fact": True},
+    # An admin's own question bank for `switchboard eval --file`: eval without the model answer.
+    "questions": {"instruction": True, "input": False, "expected": True, "fact": False, "output": False},
 }
 _LIST_FIELDS = {"expected"}
 # The field that identifies a record: duplicates and leakage are judged on it.
-KEY_FIELD = {"sft": "instruction", "eval": "instruction", "preference": "prompt", "out_of_scope": "text"}
+KEY_FIELD = {"sft": "instruction", "eval": "instruction", "preference": "prompt", "out_of_scope": "text",
+             "not_covered": "instruction", "questions": "instruction", "phrasings": "instruction"}
 _CHAR_LIMITS = {"instruction": (MIN_QUESTION_CHARS, MAX_QUESTION_CHARS),
                 "prompt": (MIN_QUESTION_CHARS, MAX_QUESTION_CHARS),
                 "text": (MIN_QUESTION_CHARS, MAX_QUESTION_CHARS)}
@@ -86,7 +94,8 @@ _WORD_LIMITS = {("sft", "output"): (MIN_ANSWER_WORDS, MAX_ANSWER_WORDS),
                 ("preference", "rejected"): (MIN_REJECTED_WORDS, MAX_REJECTED_WORDS)}
 _TOKEN = re.compile(r"[a-z0-9]+")
 _KIND_PREFIXES: tuple[tuple[str, Kind], ...] = (
-    ("train", "sft"), ("eval", "eval"), ("preference", "preference"), ("out_of_scope", "out_of_scope"))
+    ("train", "sft"), ("eval", "eval"), ("preference", "preference"), ("out_of_scope", "out_of_scope"),
+    ("not_covered", "not_covered"), ("phrasings", "phrasings"))
 
 
 def _plural(n: int, noun: str) -> str:
@@ -322,6 +331,19 @@ def validate_department(dept: str, data_dir: str | Path = DATA_DIR, *,
     if files.paraphrases.exists():
         paraphrase_rows, paraphrase_problems = _data_report(files.paraphrases, "sft", None, facts)
         problems += paraphrase_problems + check_leakage(paraphrase_rows, files.paraphrases, eval_rows, files.eval)
+    if files.phrasings.exists():
+        phrasing_rows, phrasing_problems = _data_report(files.phrasings, "phrasings", None, facts)
+        problems += phrasing_problems + check_leakage(phrasing_rows, files.phrasings, eval_rows, files.eval)
+    # Questions the handbook does not answer: training's, and the held-out ones abstention is scored on.
+    outside_train: list[Row] = []
+    outside_rows: list[Row] = []
+    if files.not_covered.exists():
+        outside_train, outside_problems = _data_report(files.not_covered, "not_covered", None, None)
+        problems += outside_problems
+    if files.not_covered_eval.exists() or minimums:
+        outside_rows, outside_problems = _data_report(files.not_covered_eval, "not_covered", None, None)
+        problems += outside_problems + check_leakage(outside_train, files.not_covered, outside_rows,
+                                                     files.not_covered_eval)
     preference_rows: list[Row] = []
     if files.preference.exists() or (minimums and dept in MIN_BUNDLED_PREFERENCES):
         preference_rows, preference_problems = _data_report(files.preference, "preference", None, facts)
@@ -331,6 +353,7 @@ def validate_department(dept: str, data_dir: str | Path = DATA_DIR, *,
         problems += _too_few(files.train, "record", len(train_rows), MIN_BUNDLED_TRAIN)
         problems += _too_few(files.eval, "record", len(eval_rows), MIN_BUNDLED_EVAL)
         problems += _too_few(files.preference, "pair", len(preference_rows), MIN_BUNDLED_PREFERENCES.get(dept, 0))
+        problems += _too_few(files.not_covered_eval, "question", len(outside_rows), MIN_BUNDLED_NOT_COVERED_EVAL)
     return problems
 
 

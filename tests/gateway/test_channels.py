@@ -1,6 +1,7 @@
 """Telegram and WhatsApp through the whole gateway: the real PTB and twilio clients
 talk to loopback servers that speak the Bot API and Twilio REST shapes."""
 
+import contextlib
 import json
 import time
 
@@ -8,13 +9,17 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
+from bots.events import Message
+from core.messages import IncomingMessage
 from gateway.app import create_app
+from gateway.channels import Responder
 from gateway.components import build_components
 from gateway.pipeline import HELP_TEXT
+from tests.bots.telegram import payloads
 from tests.bots.telegram.fake_bot_api import TOKEN, FakeBotApi
 from tests.bots.whatsapp.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM, load_form
 from tests.bots.whatsapp.fake_twilio import FakeTwilio
-from tests.conftest import REPO, LiveServer, make_settings
+from tests.conftest import REPO, LiveServer, make_settings, run
 
 SAMPLES = REPO.parent / "shared" / "protocols" / "telegram"
 SECRET = "telegram-webhook-secret-for-tests"
@@ -157,3 +162,40 @@ def test_whatsapp_status_callbacks_are_recorded_in_any_order(server):
         assert httpx.post(server.url + path, data=form, headers=signed(form, path)).status_code == 200
     delivery_log = server.app.state.channels.whatsapp.delivery_log
     assert delivery_log.status_of(sid) == "delivered"
+
+
+def test_grounded_replies_end_with_their_sources(server, bot_api, twilio):
+    update = payloads.text("/hr How many casual leaves do I get?", update_id=880001)
+    assert post_telegram(server, update).status_code == 200
+    wait_for(lambda: sent_texts(bot_api, payloads.PRIVATE["id"]))
+    # hr is not trained here, so it quotes its best entry.
+    sent = sent_texts(bot_api, payloads.PRIVATE["id"])[-1]
+    assert sent.startswith("From the handbook: Casual leave (CL) is 8 days")
+    assert sent.endswith("\n\nSources: HR-03 (Leave)")
+
+    form = {**load_form("whatsapp_text.txt"), "Body": "/finance When is Form 16 issued?",
+            "MessageSid": "SM00000000000000000000000000000880"}
+    assert httpx.post(server.url + "/webhooks/whatsapp", data=form,
+                      headers=signed(form, "/webhooks/whatsapp")).status_code == 200
+    wait_for(lambda: twilio.messages)
+    assert twilio.messages[-1]["Body"].splitlines()[-1].startswith("Sources: FIN-")
+
+
+def test_the_sources_line_can_be_turned_off(tiny_components):
+    class Recorder:  # a channel that keeps what it would send
+        name = "test"
+
+        def __init__(self):
+            self.sent = []
+
+        async def send(self, to, text):
+            self.sent.append(text)
+
+        def working(self, to):
+            return contextlib.nullcontext()
+
+    event = Message(IncomingMessage("test", "sources-off", "/hr How many casual leaves do I get?"), "me", "test:1")
+    for show, expected in ((True, True), (False, False)):
+        channel = Recorder()
+        run(Responder(tiny_components.pipeline, {"test": channel}, show_sources=show).answer("test", event))
+        assert ("\n\nSources: HR-03" in channel.sent[-1]) is expected

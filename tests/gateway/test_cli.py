@@ -71,6 +71,7 @@ def test_ask_prints_department_confidence_reply_and_latency(env):
     answer = json.loads(result.stdout)
     assert answer["department"] == "hr" and answer["confidence"] == 1.0
     assert answer["reply"] and answer["latency_ms"] > 0
+    assert answer["sources"][0]["id"] == "HR-03" and "8 days" in answer["sources"][0]["text"]
 
 
 def test_models_table_shows_a_broken_adapter_falling_back(env, tmp_path):
@@ -101,4 +102,24 @@ def test_chat_shows_the_route_of_each_reply_and_resets(env):
     result = runner.invoke(app, ["chat"], input="/hr\nhow many casual leaves?\n/reset\n", env=env)
     assert result.exit_code == 0, result.output
     assert result.stderr.count("(hr, confidence 1.00, command)") == 2
+    assert "[HR-03] Casual leave (CL) is 8 days" in result.stderr  # the entry the reply used
     assert "Done: I have forgotten this conversation." in result.stdout + result.stderr
+
+
+def test_eval_scores_a_question_bank_with_and_without_grounding(env, tmp_path):
+    bank = tmp_path / "bank.csv"
+    bank.write_text("question,must_say\nHow many casual leaves do I get?,8 days\nSick leave per year?,10 days\n")
+    result = runner.invoke(app, ["eval", "hr", "--file", str(bank), "--map", "instruction=question,expected=must_say"],
+                           env={**env, "COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "department" in line)
+    for column in ("base", "base + grounding", "live", "live + grounding", "recall@3", "not covered"):
+        assert column in header
+    report = json.loads(next((tmp_path / "reports").glob("hr-*.json")).read_text())
+    titles = [(e["label"], e["grounded"], e["questions"]) for e in report["evaluations"]]
+    assert titles == [("base", False, "facts"), ("base", True, "facts"), ("base", True, "not_covered")]
+    grounded = report["evaluations"][1]["answers"]
+    assert [a["question"] for a in grounded] == ["How many casual leaves do I get?", "Sick leave per year?"]
+    assert grounded[0]["entries"][0] == "HR-03" and report["questions"] == str(bank)
+    bad = runner.invoke(app, ["eval", "hr", "--file", str(bank)], env=env)  # no mapping: no 'instruction' column
+    assert bad.exit_code == 2 and "field 'instruction' is missing" in bad.stderr

@@ -32,8 +32,8 @@ def test_models_lists_departments_base_and_auto(client):
 
 
 def test_non_streaming_completion_names_the_department_and_fills_usage(client):
-    completion = ask(client, max_tokens=5)
-    assert completion.model == "hr"
+    completion = ask(client, model="base", max_tokens=5)
+    assert completion.model == "base"
     assert completion.choices[0].message.role == "assistant"
     assert completion.choices[0].finish_reason in ("stop", "length")
     usage = completion.usage
@@ -48,9 +48,9 @@ def test_auto_routes_commands_and_falls_back_to_base(client):
 
 
 def test_streaming_equals_non_streaming(client):
-    expected = ask(client, model="finance", content="When is Form 16 issued?").choices[0].message.content
+    expected = ask(client, model="base", content="When is Form 16 issued?").choices[0].message.content
     stream = client.chat.completions.create(
-        model="finance",
+        model="base",
         messages=[{"role": "user", "content": "When is Form 16 issued?"}],
         stream=True,
         stream_options={"include_usage": True},
@@ -58,7 +58,7 @@ def test_streaming_equals_non_streaming(client):
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert expected.strip() and text == expected
-    assert {c.model for c in chunks} == {"finance"}
+    assert {c.model for c in chunks} == {"base"}
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
     assert chunks[-1].usage.completion_tokens > 0
 
@@ -113,12 +113,13 @@ def test_malformed_json_and_missing_fields_are_400(server):
 
 def test_health_readiness_and_metrics(server, client):
     ask(client, model="sales", max_tokens=3)
+    ask(client, model="base", max_tokens=3)
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(server.url + "/readyz").status_code == 200
     metrics = httpx.get(server.url + "/metrics").text
     assert 'switchboard_requests_total{department="sales",outcome="ok"}' in metrics
     assert 'switchboard_reply_seconds_bucket{department="sales"' in metrics
-    assert 'switchboard_generated_tokens_total{department="sales"}' in metrics
+    assert 'switchboard_generated_tokens_total{department="base"}' in metrics
 
 
 def test_readyz_is_503_with_the_reason_when_models_cannot_load(tmp_path):
@@ -133,3 +134,16 @@ def test_readyz_is_503_with_the_reason_when_models_cannot_load(tmp_path):
         response = httpx.post(live.url + "/v1/chat/completions",
                               json={"model": "hr", "messages": [{"role": "user", "content": "hi"}]})
         assert response.status_code == 503
+
+
+def test_an_untrained_department_quotes_its_handbook_with_the_source(client):
+    completion = ask(client, model="hr", content="How many casual leaves do I get?")
+    assert completion.choices[0].message.content.startswith("From the handbook: Casual leave (CL) is 8 days")
+    sources = completion.model_extra["switchboard"]["sources"]
+    assert [s["id"] for s in sources] == ["HR-03"] and "8 days" in sources[0]["text"]
+    assert 0 < sources[0]["score"] <= 1
+    assert ask(client, model="base", content="hi").model_extra["switchboard"]["sources"] == []
+    stream = client.chat.completions.create(
+        model="hr", messages=[{"role": "user", "content": "How many casual leaves do I get?"}], stream=True)
+    final = [c for c in stream if c.choices and c.choices[0].finish_reason][-1]
+    assert final.model_extra["switchboard"]["sources"] == sources

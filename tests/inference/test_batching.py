@@ -80,12 +80,14 @@ def prompt_ids(tokenizer, department: str, question: str) -> list[int]:
 
 def solo_greedy(model, tokenizer, request: DecodeRequest) -> list[int]:
     """transformers' generate for one request, cut at its stop token, like the old backend."""
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
     ids = torch.tensor([request.prompt_ids])
+    penalty = RepetitionPenaltyLogitsProcessor(request.params.repetition_penalty, prompt_ignore_length=ids.shape[1])
     with torch.inference_mode():
         output = model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-            max_new_tokens=request.params.max_new_tokens,
-            repetition_penalty=request.params.repetition_penalty,
+            max_new_tokens=request.params.max_new_tokens, logits_processor=LogitsProcessorList([penalty]),
             eos_token_id=sorted(request.stop_ids), pad_token_id=tokenizer.pad_token_id,
             adapter_names=[request.adapter or NO_ADAPTER],
         )
@@ -103,7 +105,7 @@ def assert_same_or_near_tie(model, request: DecodeRequest, expected: list[int], 
     with torch.inference_mode():
         logits = model(input_ids=context, adapter_names=[request.adapter or NO_ADAPTER]).logits[0, -1].float()
     penalty = request.params.repetition_penalty
-    seen = context[0].unique()
+    seen = torch.tensor(expected[:step], dtype=torch.long).unique()  # the answer's tokens, not the prompt's
     logits[seen] = torch.where(logits[seen] < 0, logits[seen] * penalty, logits[seen] / penalty)
     top = logits.topk(2)
     gap = float(top.values[0] - top.values[1])

@@ -64,6 +64,8 @@ class SwitchboardProcess:
             SWITCHBOARD_REPETITION_PENALTY=str(REPETITION_PENALTY),
             SWITCHBOARD_RELOAD_INTERVAL_SECONDS="0",
             SWITCHBOARD_LOG_LEVEL="warning",
+            # It stands in for vLLM, which generates from the prompt it is sent: the gateway grounds it.
+            SWITCHBOARD_GROUNDING="false",
             HF_HUB_OFFLINE="1",
             OMP_NUM_THREADS="1",
         )
@@ -129,6 +131,7 @@ def gateway(remote, tiny_model_dir, tmp_path_factory):
         max_new_tokens=MAX_NEW_TOKENS,
         repetition_penalty=REPETITION_PENALTY,
         reload_interval_seconds=0,
+        grounding=False,  # these tests compare with the server's answer to the plain question
     )
     components = build_components(settings)
     components.start()
@@ -407,3 +410,18 @@ def test_server_errors_name_the_server_and_what_it_said(tiny_model_dir, status, 
             run(backend.generate("base", [Turn("user", QUESTION)], PARAMS))
         backend.close()
     assert type(raised.value) is error_type
+
+
+def test_a_grounded_question_reaches_the_server_with_its_entries(remote, tiny_model_dir, tmp_path):
+    settings = make_settings(tmp_path, tiny_model_dir, backend="openai", openai_base_url=remote.url + "/v1",
+                             router="commands", max_new_tokens=MAX_NEW_TOKENS, reload_interval_seconds=0)
+    components = build_components(settings)
+    components.start()
+    question = [Turn("user", "How many casual leaves do I get?")]
+    grounded = run(components.pipeline.complete("hr", question))
+    components.close()
+    plain = remote_answer(openai.OpenAI(base_url=remote.url + "/v1", api_key="unused", max_retries=0), "hr",
+                          "How many casual leaves do I get?")
+    # The server is not trained to cite, so the sources are the entries the prompt carried.
+    assert grounded.sources[0].id == "HR-03"
+    assert grounded.prompt_tokens > plain.usage.prompt_tokens + 50  # the entries and the rules went along

@@ -11,15 +11,15 @@ from inference.local import LocalBackend
 from inference.prompts import DEFAULT_SYSTEM_PROMPTS, system_prompts
 from tests.conftest import run
 from training import dpo, full, lora
-from training.datasets import DatasetError, department_files, load_preferences, load_sft
-from training.department import evaluate_pair, make_job, plan
-from training.examples import IGNORE_INDEX, sft_features
+from training.datasets import DatasetError, department_files, load_not_covered, load_preferences, load_sft
+from training.department import EvalSuite, evaluate_models, make_job, plan
+from training.examples import IGNORE_INDEX, plain_examples, plain_preferences, sft_features
 from training.job import TrainingJob, load_tokenizer
 from training.promotion import ModelVersion, promote
 from training.recipe import Recipe
 
 PROMPT = DEFAULT_SYSTEM_PROMPTS["finance"]
-FAST = Recipe(epochs=3, batch_size=4, learning_rate=1e-2, max_length=112, lora_r=8, lora_alpha=16)
+FAST = Recipe(epochs=3, batch_size=4, learning_rate=1e-2, max_length=112, lora_r=8, lora_alpha=16, grounding=False)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +30,9 @@ def records():
 
 def job_for(method, tiny_model_dir, run_dir, records, **recipe) -> TrainingJob:
     train, preferences = records
-    return TrainingJob("finance", str(tiny_model_dir), PROMPT, train, FAST.with_overrides(method=method, **recipe),
-                       run_dir, preferences, show_progress=False)
+    return TrainingJob("finance", str(tiny_model_dir), PROMPT, plain_examples(train),
+                       FAST.with_overrides(method=method, **recipe), run_dir, plain_preferences(preferences),
+                       show_progress=False)
 
 
 def served_answer(models_dir, tiny_model_dir, department="finance") -> tuple[str, str]:
@@ -49,12 +50,13 @@ def register(models_dir, department, result, method):
 
 def test_examples_mask_the_prompt_and_end_the_turn(tiny_model_dir, records):
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    features = sft_features(tokenizer, PROMPT, records[0][0], max_length=512)
+    example = plain_examples(records[0])[0]
+    features = sft_features(tokenizer, PROMPT, example, max_length=512)
     labels = features["labels"]
     answer_start = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
-    assert tokenizer.decode(features["input_ids"][answer_start:]).startswith(records[0][0].output[:20])
+    assert tokenizer.decode(features["input_ids"][answer_start:]).startswith(example.answer[:20])
     assert tokenizer.eos_token_id in labels[answer_start:]
-    assert sft_features(tokenizer, PROMPT, records[0][0], max_length=40) is None  # prompt alone overflows
+    assert sft_features(tokenizer, PROMPT, example, max_length=40) is None  # prompt alone overflows
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "qlora"])
@@ -140,8 +142,9 @@ def test_evaluation_scores_base_and_trained(tiny_model_dir, tmp_path, records):
 
     result = lora.train(job_for("lora", tiny_model_dir, tmp_path / "run", records, epochs=1))
     progress = []
-    base, trained = evaluate_pair("finance", str(tiny_model_dir), Artifact("finance", "adapter", result.artifact),
-                                  PROMPT, on_progress=lambda *update: progress.append(update))
+    suite = EvalSuite.load("finance", None)
+    base, trained = evaluate_models(suite, str(tiny_model_dir), Artifact("finance", "adapter", result.artifact),
+                                    PROMPT, modes=(False,), on_progress=lambda *update: progress.append(update))
     assert progress[-1] == (trained.label, len(trained.answers), len(trained.answers))
     assert len(base.answers) == len(trained.answers) >= 60
     assert base.label == "base" and trained.label.startswith("adapter")
@@ -156,7 +159,34 @@ def test_paraphrases_join_the_department_training_set(tmp_path, tiny_model_dir):
     record = '{{"instruction": "{q}", "input": "", "output": "' + answer + '", "fact": "FIN-01"}}\n'
     (directory / "train.jsonl").write_text(record.format(q="When is Form 16 issued?"))
     job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", system_prompts(), data_dir=tmp_path)
-    assert [r.instruction for r in job.train] == ["When is Form 16 issued?"]
+    assert [e.question for e in job.examples] == ["When is Form 16 issued?"]
     (directory / "paraphrases.jsonl").write_text(record.format(q="form 16 kab milega?"))
     job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", system_prompts(), data_dir=tmp_path)
-    assert [r.instruction for r in job.train] == ["When is Form 16 issued?", "form 16 kab milega?"]
+    assert [e.question for e in job.examples] == ["When is Form 16 issued?", "form 16 kab milega?"]
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", "dpo"])
+def test_every_method_trains_on_grounded_examples(method, tiny_model_dir, tmp_path):
+    from inference.chat_format import split_citations
+
+    recipe = FAST.with_overrides(method=method, grounding=True, max_length=384, epochs=1, batch_size=8)
+    job = make_job("finance", recipe, str(tiny_model_dir), tmp_path / "models", system_prompts(), show_progress=False)
+    assert job.knowledge is not None
+    cited = [e for e in job.examples if split_citations(e.answer)[1]]
+    assert cited and all(split_citations(e.answer)[1][0] in [x.id for x in e.grounding.entries] for e in cited)
+    not_covered = [e for e in job.examples if e.answer == job.knowledge.handbook.not_covered]
+    assert len(not_covered) > len(load_not_covered(department_files("finance").not_covered))  # + the no-oracle share
+    if method == "dpo":
+        assert all(p.grounding is not None for p in job.preferences)
+        job = replace(job, examples=job.examples[:16], preferences=job.preferences[:8])
+    else:
+        job = replace(job, examples=job.examples[:16])
+    result = {"full": full, "lora": lora, "qlora": lora, "dpo": dpo}[method].train(job)
+    assert all(stage.steps > 0 and stage.tokens > 0 for stage in result.stages)
+
+
+def test_a_recipe_without_grounding_trains_on_the_plain_records(tiny_model_dir, tmp_path):
+    job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", system_prompts())
+    assert job.knowledge is None and all(e.grounding is None for e in job.examples)
+    records = load_sft(department_files("finance").train) + load_sft(department_files("finance").paraphrases)
+    assert [e.answer for e in job.examples] == [r.output for r in records]

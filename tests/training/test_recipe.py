@@ -10,7 +10,8 @@ def test_bundled_recipes_follow_the_course():
 
 def test_every_bundled_recipe_file_loads():
     recipes = {path.stem: load_recipe(path) for path in RECIPES_DIR.glob("*.yaml")}
-    assert recipes["all-full"].method == "full" and recipes["all-full"].learning_rate == 1e-3
+    assert recipes["all-full"].method == "full" and recipes["all-full"].learning_rate == 3e-4
+    assert all(recipe.grounding and recipe.grounding_answer == "entry" for recipe in recipes.values())
 
 
 def test_unknown_key_names_file_line_and_suggests(tmp_path):

@@ -8,6 +8,7 @@ from inference.prompts import DEFAULT_SYSTEM_PROMPTS
 from tests.conftest import run, write_registry
 from training import lora
 from training.datasets import department_files, load_sft
+from training.examples import plain_examples
 from training.job import TrainingJob
 from training.recipe import Recipe
 
@@ -20,7 +21,7 @@ def test_lora_steps_on_smollm2(smollm2_dir, tmp_path):
     from inference.local import LocalBackend
     from inference.prompts import system_prompts
 
-    records = load_sft(department_files("hr").train)[:8]
+    records = plain_examples(load_sft(department_files("hr").train)[:8])
     recipe = Recipe(method="lora", epochs=1, batch_size=4, learning_rate=2e-3, max_length=192)
     job = TrainingJob("hr", str(smollm2_dir), DEFAULT_SYSTEM_PROMPTS["hr"], records, recipe,
                       tmp_path / "models" / "hr" / "lora-run", show_progress=False)

@@ -48,6 +48,7 @@ def make_department(root: Path, dept: str, facts: int = 2) -> None:
                 *(train(f"Train question {WORDS[k]} about {fid}?", fid) for fid in ids for k in range(4)))
     write_jsonl(root / dept / "eval.jsonl", *(evalrec(f"Held out check {WORDS[n + 4]} {n}", fid)
                                               for n, fid in enumerate(ids)))
+    write_jsonl(root / dept / "not_covered_eval.jsonl", {"instruction": "Is there a dress code on Fridays?"})
 
 
 def make_bundle(root: Path) -> Path:
@@ -197,7 +198,7 @@ def test_unknown_kind_asks_for_an_explicit_one(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "mine.jsonl", train("How do I apply for leave?"))
     assert [str(p) for p in validate_file(path)] == [
         f"{path}: cannot tell the kind of file from its name; "
-        "pass kind= one of: sft, eval, preference, out_of_scope, handbook"]
+        "pass kind= one of: sft, eval, preference, out_of_scope, not_covered, phrasings, questions, handbook"]
     assert validate_file(path, "sft") == []
 
 
@@ -239,6 +240,7 @@ def test_minimum_sizes(tmp_path: Path) -> None:
         f"{hr / 'eval.jsonl'}: has 2 records; the bundled data needs at least 60",
     ]
     assert f"{finance / 'preference.jsonl'}: file not found" in problems
+    assert f"{hr / 'not_covered_eval.jsonl'}: has 1 question; the bundled data needs at least 40" in problems
     assert problems[-1] == (f"{tmp_path / 'router' / 'out_of_scope.jsonl'}: has 2 records; "
                             "the bundled data needs at least 150")
     assert validate_bundle(tmp_path) == []  # minimums apply to the bundled data only
