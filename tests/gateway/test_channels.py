@@ -19,9 +19,9 @@ from tests.bots.telegram import payloads
 from tests.bots.telegram.fake_bot_api import TOKEN, FakeBotApi
 from tests.bots.whatsapp.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM, load_form
 from tests.bots.whatsapp.fake_twilio import FakeTwilio
-from tests.conftest import REPO, LiveServer, make_settings, run
+from tests.conftest import FIXTURES, LiveServer, make_settings, run
 
-SAMPLES = REPO.parent / "shared" / "protocols" / "telegram"
+SAMPLES = FIXTURES / "telegram"
 SECRET = "telegram-webhook-secret-for-tests"
 PUBLIC = "https://bot.example.com"
 
@@ -117,7 +117,9 @@ def test_forged_or_missing_telegram_secret_is_refused_and_never_processed(server
 
 
 def test_every_sample_update_shape_gets_a_2xx(server, bot_api):
-    for path in sorted(SAMPLES.glob("*.json")):
+    paths = sorted(SAMPLES.glob("*.json"))
+    assert len(paths) == 5, f"sample payloads missing from {SAMPLES}"
+    for path in paths:
         update = json.loads(path.read_text())
         update["update_id"] += 7000
         assert post_telegram(server, update).status_code == 200, path.name

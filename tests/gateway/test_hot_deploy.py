@@ -50,7 +50,10 @@ def test_promotion_and_rollback_reach_a_running_server(tiny_model_dir, random_ad
     components = build_components(settings)
     with LiveServer(create_app(components=components)) as live:
         wait_for(lambda: httpx.get(live.url + "/readyz").status_code == 200)
-        serving = lambda: {m.department: m.serving for m in components.backend.models()}["hr"]
+
+        def serving() -> str:
+            return {m.department: m.serving for m in components.backend.models()}["hr"]
+
         assert serving() == "base"
         promote(models_dir, "hr", version_for(models_dir, random_adapter))
         wait_for(lambda: serving() == "adapter")

@@ -1,6 +1,5 @@
 import json
 import logging
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -10,15 +9,14 @@ from bots.events import CallbackQuery, ChatBlocked, Ignored, Message, Notice
 from bots.telegram.inbound import MEDIA_NOTICE, BotIdentity, parse_update, redact, secret_matches
 from core.messages import IncomingMessage
 from tests.bots.telegram import payloads as p
+from tests.conftest import FIXTURES
 
-SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "protocols" / "telegram"
+SAMPLES = FIXTURES / "telegram"
 ME = BotIdentity(id=7000000001, username="example_test_bot")
 GROUP_ID = str(p.GROUP["id"])
 
 
 def sample(name: str) -> dict:
-    if not SAMPLES.is_dir():
-        pytest.skip(f"sample payloads not found at {SAMPLES}")
     return json.loads((SAMPLES / name).read_text())
 
 
@@ -49,9 +47,8 @@ def test_sample_payloads_parse_to_the_right_event(name):
 
 
 def test_every_sample_payload_is_understood():
-    names = sorted(path.name for path in SAMPLES.glob("*.json")) if SAMPLES.is_dir() else []
-    if not names:
-        pytest.skip(f"sample payloads not found at {SAMPLES}")
+    names = sorted(path.name for path in SAMPLES.glob("*.json"))
+    assert names == sorted(EXPECTED), f"sample payloads missing from {SAMPLES}"
     for name in names:
         assert parse_update(sample(name), ME) != Ignored("malformed"), name
 

@@ -1,17 +1,17 @@
-"""Fixtures: the shared Twilio sample payloads and a loopback fake Twilio."""
+"""Fixtures: the Twilio sample payloads (tests/fixtures/twilio) and a loopback fake Twilio."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from bots.whatsapp.outbound import WhatsAppSender
 from tests.bots.whatsapp.fake_twilio import FakeTwilio
+from tests.conftest import FIXTURES
 
-SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "protocols" / "twilio"
+SAMPLES = FIXTURES / "twilio"
 ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
 AUTH_TOKEN = "rest_token_for_the_fake_api"
 FROM = "whatsapp:+15005550006"

@@ -1,4 +1,4 @@
-"""X-Twilio-Signature checks against the shared samples and twilio's own test vector."""
+"""X-Twilio-Signature checks against the sample payloads and twilio's own test vector."""
 
 from __future__ import annotations
 
