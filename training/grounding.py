@@ -10,7 +10,7 @@ so instead of inventing a number.
 
 Training questions are themselves in the index, so searching for one finds its
 own fact first every time; served questions are new, and their fact is first
-only about 80% of the time. Rankings are therefore cross-fitted: each training
+for only 87-93% of them. Rankings are therefore cross-fitted: each training
 question is searched in an index built without the fold of questions it belongs
 to, so the model sees the entry order it will meet in service and learns when
 to look past the first entry.
