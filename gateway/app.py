@@ -50,7 +50,7 @@ def create_app(
                 task.cancel()
             await channels.close()
             if owned:
-                components.close()
+                await asyncio.to_thread(components.close)  # waits for the engine threads
 
     app = FastAPI(title="Switchboard", lifespan=lifespan)
     app.state.pipeline = components.pipeline

@@ -176,6 +176,19 @@ class BatchEngine:
                 self._stop()
             self._wakeup.notify()
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the engine thread to end (after `close`); True once it has.
+
+        A process that exits while the thread is still inside torch can abort
+        ("terminate called without an active exception"), so shutdown waits.
+        """
+        with self._wakeup:
+            thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
     # Everything below runs on the engine thread.
 
     def _run(self) -> None:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # PEFT's name for "no adapter" in a mixed-adapter batch (inference.batching.NO_ADAPTER).
 _NO_ADAPTER = "__base__"
+# How long shutdown waits for each engine thread to finish its current step.
+_JOIN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -169,8 +171,12 @@ class LocalBackend:
 
     def close(self) -> None:
         self._ready.clear()  # before the engines stop, so nothing retries onto them
-        for engine in _engines_of(self._served):
+        engines = _engines_of(self._served)
+        for engine in engines:
             engine.close(drain=False)
+        for engine in engines:  # a step in progress ends in well under this
+            if not engine.join(timeout=_JOIN_TIMEOUT_S):
+                log.warning("an engine thread did not stop within %.0f s", _JOIN_TIMEOUT_S)
 
     def _engine(self, model: Any, department: str) -> BatchEngine:
         from inference.batching import BatchEngine

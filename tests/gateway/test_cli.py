@@ -1,6 +1,10 @@
 """The `switchboard` command line, run in-process with typer's runner."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -72,6 +76,16 @@ def test_ask_prints_department_confidence_reply_and_latency(env):
     assert answer["department"] == "hr" and answer["confidence"] == 1.0
     assert answer["reply"] and answer["latency_ms"] > 0
     assert answer["sources"][0]["id"] == "HR-03" and "8 days" in answer["sources"][0]["text"]
+
+
+def test_ask_as_a_process_in_a_fresh_home_exits_0(env, tmp_path):
+    # The engine thread must be gone before the interpreter exits, or torch can abort it (exit 134).
+    home = tmp_path / "fresh"
+    command = [str(Path(sys.executable).with_name("switchboard")), "ask", "hello there"]
+    done = subprocess.run(command, env={**os.environ, **env, "SWITCHBOARD_HOME": str(home)},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["department"] == "base"
 
 
 def test_models_table_shows_a_broken_adapter_falling_back(env, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 import time
 
 import pytest
@@ -189,7 +190,10 @@ def test_requests_join_a_running_batch_and_a_short_one_finishes_first(models_dir
     assert base.completion_tokens == 6
     stats = backend.batch_stats("hr")
     assert stats.joined_running >= 2 and stats.max_rows >= 2  # both joined the long one's batch
+    assert any(t.name.startswith("batch-") for t in threading.enumerate())
     backend.close()
+    # Shutdown waits for the engine threads: a process exiting under one can abort (exit 134).
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("batch-")]
 
 
 def test_streams_match_non_streamed_answers_in_one_batch(models_dir, tiny_model_dir):
