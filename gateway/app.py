@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from core.redaction import scrub
 from gateway.channels import Dispatcher
 from gateway.components import Components, build_channels, build_components, build_dispatcher
 from gateway.errors import install_error_handlers
@@ -88,7 +89,7 @@ async def _load_then_answer(app: FastAPI, components: Components, dispatcher: Di
             await asyncio.to_thread(components.start)
         except Exception as error:  # keep serving /healthz and say why in /readyz
             log.exception("loading models failed")
-            app.state.load_error = str(error)
+            app.state.load_error = scrub(str(error))
             return
     # The loaded models are millions of long-lived objects: keep the collector from
     # walking them on every full collection (pauses of ~200 ms under load otherwise).

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.redaction import hide_password, hide_secrets, scrub
 from gateway.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
@@ -43,9 +44,7 @@ def _settings() -> Settings:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if settings.log_level != "debug":  # one INFO line per Bot API / Twilio request drowns everything else
-        for name in ("httpx", "httpx2"):  # httpx2: the openai client's transport
-            logging.getLogger(name).setLevel(logging.WARNING)
+    hide_secrets(settings.secrets())  # and quiets the libraries that log URLs and payloads
     return settings
 
 
@@ -75,7 +74,7 @@ def main(
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default from settings).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default from settings).")] = None,
     telegram_polling: Annotated[
         bool, typer.Option("--telegram-polling", help="Fetch Telegram updates by long polling (no public URL needed).")
     ] = False,
@@ -107,7 +106,9 @@ def worker() -> None:
     if settings.redis_url is None:
         _fail("a worker takes messages from Redis: set SWITCHBOARD_REDIS_URL (e.g. redis://localhost:6379/0)", 2)
     components = _started(settings)
-    console.print(f"worker: answering messages queued in {settings.redis_url}; Ctrl-C stops after in-flight ones")
+    console.print(
+        f"worker: answering messages queued in {hide_password(settings.redis_url)}; Ctrl-C stops after in-flight ones"
+    )
     try:
         asyncio.run(run_worker(components))
     finally:
@@ -141,7 +142,7 @@ def queue_status(
     try:
         status = asyncio.run(read())
     except (RedisError, OSError) as error:
-        _fail(f"cannot reach Redis at {settings.redis_url}: {error}")
+        _fail(f"cannot reach Redis at {hide_password(settings.redis_url)}: {scrub(str(error))}")
     out = Console()
     out.print(f"waiting: {status.waiting}   in flight: {status.pending}   dead letters: {status.dead_letters}")
     if status.consumers:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.departments import DEPARTMENTS
 from core.files import file_signature
+from core.redaction import hide_secrets
 from gateway.channels import (
     ChannelSet,
     Dispatcher,
@@ -228,6 +229,7 @@ def build_knowledge(settings: Settings) -> HandbookLibrary | None:
 
 
 def build_components(settings: Settings) -> Components:
+    hide_secrets(settings.secrets())  # before any client exists that could log one
     metrics = Metrics()
     client = redis_client(settings) if settings.redis_url else None
     backend = build_backend(settings)

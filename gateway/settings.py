@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from core.departments import TARGETS
+from core.redaction import hide_password
 from core.yaml_file import YamlFileError, read_yaml_mapping
 from inference.base import GenerationParams
 from inference.base_model import BUNDLED_BASE
@@ -22,6 +26,8 @@ from inference.base_model import BUNDLED_BASE
 ENV_PREFIX = "SWITCHBOARD_"
 # Read by the CLI, not a setting: where `--config` can also come from.
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
+_ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+_WHATSAPP_SENDER = re.compile(r"(?:whatsapp:)?(\+[1-9][0-9]{6,14})")  # E.164: up to 15 digits
 
 
 class SettingsError(ValueError):
@@ -157,6 +163,32 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://, e.g. redis://localhost:6379/0")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        value = value or None
+        if value is not None and not (value.startswith(("http://", "https://")) and urlsplit(value).hostname):
+            raise ValueError("must be the server's public base URL, e.g. https://bot.example.com")
+        return value
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_sid(cls, value: str | None) -> str | None:
+        value = value or None
+        if value is not None and not _ACCOUNT_SID.fullmatch(value):
+            raise ValueError("must be AC followed by 32 hex digits (Twilio console, Account Info)")
+        return value
+
+    @field_validator("twilio_whatsapp_from")
+    @classmethod
+    def _whatsapp_sender(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        number = _WHATSAPP_SENDER.fullmatch(value.strip())
+        if number is None:
+            raise ValueError("must be a number in E.164 form, e.g. whatsapp:+14155238886")
+        return "whatsapp:" + number.group(1)
+
     @field_validator("system_prompts")
     @classmethod
     def _known_departments(cls, value: dict[str, str]) -> dict[str, str]:
@@ -201,6 +233,12 @@ class Settings(BaseSettings):
 
         return self.data_dir or DATA_DIR
 
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log or an error: tokens, keys, and URLs (by their password)."""
+        values = [v.get_secret_value() for v in self.__dict__.values() if isinstance(v, SecretStr)]
+        urls = [self.redis_url, self.openai_base_url, *self.openai_department_urls.values()]
+        return [value for value in [*values, *urls, self.twilio_account_sid] if value]
+
     def generation_defaults(self) -> GenerationParams:
         return GenerationParams(
             max_new_tokens=self.max_new_tokens,
@@ -236,6 +274,12 @@ def load_settings(config_file: Path | None = None) -> Settings:
         return Settings(**file_values)
     except ValidationError as error:
         raise SettingsError(_describe(error, config_file, lines)) from None
+    except SourceError as error:  # an environment value that is not the JSON its field needs
+        field = re.search(r'field "(\w+)"', str(error))
+        variable = ENV_PREFIX + field.group(1).upper() if field else "a SWITCHBOARD_* variable"
+        raise SettingsError(
+            f'environment variable {variable}: not valid JSON; write a JSON object, e.g. {{"hr": "You are ..."}}'
+        ) from None
 
 
 def _reject_unknown_env() -> None:
@@ -248,7 +292,10 @@ def _reject_unknown_env() -> None:
 def _describe(error: ValidationError, config_file: Path | None, lines: dict[str, int]) -> str:
     problems = []
     for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
+        if not item["loc"]:  # a rule across fields: their values (tokens among them) stay out
+            problems.append(item["msg"].removeprefix("Value error, "))
+            continue
+        field = str(item["loc"][0])
         variable = ENV_PREFIX + field.upper()
         if variable in os.environ:
             where = f"environment variable {variable}"
@@ -260,8 +307,16 @@ def _describe(error: ValidationError, config_file: Path | None, lines: dict[str,
             names = set(Settings.model_fields)
             problems.append(f"{where}: unknown setting{_suggest(field, names)}")
         else:
-            problems.append(f"{where}: {item['msg']} (got {item.get('input')!r})")
+            problems.append(f"{where}: {item['msg']} (got {_shown(field, item.get('input'))})")
     return "invalid configuration:\n  " + "\n  ".join(problems)
+
+
+def _shown(field: str, value: object) -> str:
+    """A rejected value as an error may show it: secrets hidden, URL passwords masked."""
+    annotation = str(Settings.model_fields[field].annotation) if field in Settings.model_fields else ""
+    if "SecretStr" in annotation:
+        return "a value, hidden"
+    return repr(hide_password(value)) if isinstance(value, str) else repr(value)
 
 
 def _suggest(name: str, known: set[str]) -> str:

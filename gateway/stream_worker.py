@@ -18,6 +18,7 @@ import time
 from redis.exceptions import RedisError
 
 from bots.events import Ignored, Inbound
+from core.redaction import tag
 from gateway.channels import ReplyChannel, Responder
 from gateway.event_codec import UndecodableEvent, decode
 from gateway.redis_queue import Entry, RedisQueue
@@ -145,7 +146,7 @@ class StreamWorker:
             await asyncio.sleep(self.queue.lock_ms / 3000)
             with contextlib.suppress(RedisError, OSError):
                 if not await self.queue.renew(entry, token):
-                    log.warning("worker %s: lost the lock of %s", self.name, entry.conversation)
+                    log.warning("worker %s: lost the lock of conversation %s", self.name, tag(entry.conversation))
                     return
 
 

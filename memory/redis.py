@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from core.messages import Turn
+from core.redaction import tag
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class RedisMemory:
             if turn is None:
                 # Foreign or damaged data must not take the conversation down; the
                 # content is not logged because it is user text.
-                log.warning("skipping an unreadable turn in conversation %r", conversation_id)
+                log.warning("skipping an unreadable turn in conversation %s", tag(conversation_id))
                 continue
             turns.append(turn)
         return turns

@@ -1,7 +1,7 @@
 """The Telegram channel: webhook parsing (`inbound`), replies (`outbound`),
 webhook registration (`webhook_setup`) and long polling for development (`polling`)."""
 
-from bots.telegram.inbound import BotIdentity, parse_update, peek_update, redact, secret_matches
+from bots.telegram.inbound import BotIdentity, parse_update, peek_update, secret_matches
 from bots.telegram.outbound import TelegramSender
 from bots.telegram.polling import poll
 from bots.telegram.webhook_setup import ALLOWED_UPDATES, delete_webhook, new_secret, set_webhook
@@ -15,7 +15,6 @@ __all__ = [
     "parse_update",
     "peek_update",
     "poll",
-    "redact",
     "secret_matches",
     "set_webhook",
 ]

@@ -9,7 +9,6 @@ and the gateway answers 200 instead of inviting endless redelivery.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import re
@@ -22,6 +21,7 @@ from telegram.constants import ChatMemberStatus
 
 from bots.events import CallbackQuery, ChatBlocked, Ignored, Inbound, Message, Notice, Unparsed
 from core.messages import IncomingMessage
+from core.redaction import tag
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,6 @@ _PRESENT = {
 _COMMAND = re.compile(r"^/[A-Za-z0-9_]+(?:@(?P<target>\w+))?(?:\s|$)")
 
 
-def redact(value: object) -> str:
-    """A short, stable stand-in for an id in logs: correlates lines without exposing who."""
-    return hashlib.sha256(str(value).encode("utf-8")).hexdigest()[:12]
-
-
 def secret_matches(header: str | None, expected: str) -> bool:
     """Whether `X-Telegram-Bot-Api-Secret-Token` equals the secret given to setWebhook.
 
@@ -96,7 +91,7 @@ def parse_update(payload: Any, bot: BotIdentity | Bot) -> Inbound:
     """Classify one webhook body (the decoded JSON) into what the gateway should do.
 
     `bot` is a `BotIdentity` or an initialised `telegram.Bot`. Returned ids are raw
-    (the gateway needs them to answer); anything logged here is `redact`ed.
+    (the gateway needs them to answer); ids logged here go through `core.redaction.tag`.
     """
     identity = bot if isinstance(bot, BotIdentity) else BotIdentity.of(bot)
     if not isinstance(payload, dict):
@@ -108,7 +103,7 @@ def parse_update(payload: Any, bot: BotIdentity | Bot) -> Inbound:
         return _classify(update, identity)
     except Exception as exc:  # noqa: BLE001 - any shape Telegram (or a forger) sends must not 5xx
         log.warning(
-            "telegram: unparseable update %s (%s)", redact(payload.get("update_id")), type(exc).__name__
+            "telegram: unparseable update %s (%s)", tag(payload.get("update_id")), type(exc).__name__
         )
         return Ignored("malformed")
 

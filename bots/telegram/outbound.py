@@ -14,7 +14,8 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, Te
 from telegram.ext import AIORateLimiter, ExtBot
 
 from bots.chunking import split_text, utf16_length
-from bots.telegram.inbound import BotIdentity, redact
+from bots.telegram.inbound import BotIdentity
+from core.redaction import tag
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class TelegramSender:
         sent: list[int] = []
         for piece in split_text(text, MAX_MESSAGE, utf16_length):
             if self.is_blocked(chat_id):
-                log.info("telegram: not sending to blocked chat %s", redact(chat_id))
+                log.info("telegram: not sending to blocked chat %s", tag(chat_id))
                 break
             await self._pacer.wait(str(chat_id))
             try:
@@ -164,7 +165,7 @@ class TelegramSender:
         except Forbidden as exc:
             self._blocked_by_telegram(chat_id, exc)
         except TelegramError as exc:
-            log.info("telegram: typing to %s failed: %s", redact(chat_id), type(exc).__name__)
+            log.info("telegram: typing to %s failed: %s", tag(chat_id), type(exc).__name__)
 
     @contextlib.asynccontextmanager
     async def keep_typing(self, chat_id: int | str) -> AsyncIterator[None]:
@@ -200,7 +201,7 @@ class TelegramSender:
     def _blocked_by_telegram(self, chat_id: int | str, exc: Forbidden) -> None:
         # Every 403 on a chat ("bot was blocked by the user", "user is deactivated",
         # "bot was kicked from the group chat") means messages there cannot arrive.
-        log.info("telegram: chat %s refuses messages (%s); marking blocked", redact(chat_id), exc.message)
+        log.info("telegram: chat %s refuses messages (%s); marking blocked", tag(chat_id), exc.message)
         self.block(chat_id)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:

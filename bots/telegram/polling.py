@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from telegram import Bot, Update
 from telegram.error import InvalidToken, TelegramError
 
-from bots.telegram.inbound import redact
 from bots.telegram.webhook_setup import ALLOWED_UPDATES, delete_webhook
+from core.redaction import tag
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ async def poll(
             try:
                 await on_update(update.to_dict())
             except Exception:
-                log.exception("telegram: handler failed on update %s", redact(update.update_id))
+                log.exception("telegram: handler failed on update %s", tag(update.update_id))
     await _confirm(bot, offset, allowed_updates)
 
 

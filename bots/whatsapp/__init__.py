@@ -9,7 +9,7 @@ and later, off the request:
     DeliveryLog().record(status)
 """
 
-from bots.whatsapp.addresses import redact, whatsapp_address
+from bots.whatsapp.addresses import whatsapp_address
 from bots.whatsapp.inbound import parse_message, parse_status, signature_valid
 from bots.whatsapp.outbound import (
     MAX_BODY_CHARS,
@@ -33,7 +33,6 @@ __all__ = [
     "empty_response",
     "parse_message",
     "parse_status",
-    "redact",
     "signature_valid",
     "whatsapp_address",
 ]

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from twilio.request_validator import RequestValidator
 
 from bots.events import DeliveryStatus, Ignored, Inbound, Message, Notice
-from bots.whatsapp.addresses import redact, whatsapp_address
+from bots.whatsapp.addresses import whatsapp_address
 from core.messages import IncomingMessage
+from core.redaction import tag
 
 __all__ = [
     "CHANNEL",
@@ -22,7 +23,6 @@ __all__ = [
     "MEDIA_NOTICE",
     "parse_message",
     "parse_status",
-    "redact",
     "signature_valid",
 ]
 
@@ -104,7 +104,7 @@ def _parse_message(form: Mapping[str, str]) -> Inbound:
     if _has_media(form) or _value(form, "MessageType").lower() not in ("", "text"):
         # Photos, voice notes, stickers, locations, contacts: nothing the model can read.
         return Notice(reply_to=address, text=MEDIA_NOTICE, dedupe_key=dedupe_key)
-    log.info("empty whatsapp message from %s", redact(address))
+    log.info("empty whatsapp message from %s", tag(address))
     return Notice(reply_to=address, text=EMPTY_NOTICE, dedupe_key=dedupe_key)
 
 

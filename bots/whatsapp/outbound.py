@@ -13,7 +13,8 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from bots.chunking import split_text, utf16_length
-from bots.whatsapp.addresses import redact, whatsapp_address
+from bots.whatsapp.addresses import whatsapp_address
+from core.redaction import tag
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class WhatsAppSender:
                     hint = _HINTS.get(code, "") if isinstance(code, int) else ""
                     log.warning(
                         "whatsapp reply to %s refused: HTTP %s, code %s %s",
-                        redact(to), status, code, hint or reason,
+                        tag(to), status, code, hint or reason,
                     )
                     raise DeliveryRefused(code, reason, sent) from error
                 failure: tuple[int | None, str] = (code, reason)
@@ -131,11 +132,11 @@ class WhatsAppSender:
             delay *= random.uniform(0.5, 1.0)  # jitter: replies queued together don't retry together
             log.info(
                 "whatsapp send to %s failed (%s), retry %d/%d in %.2fs",
-                redact(to), failure[1], attempt, self.max_attempts - 1, delay,
+                tag(to), failure[1], attempt, self.max_attempts - 1, delay,
             )
             await asyncio.sleep(delay)
         log.warning(
-            "whatsapp reply to %s not sent after %d attempts: %s", redact(to), self.max_attempts, failure[1]
+            "whatsapp reply to %s not sent after %d attempts: %s", tag(to), self.max_attempts, failure[1]
         )
         raise DeliveryUnavailable(failure[0], failure[1], sent)
 

@@ -7,7 +7,7 @@ import threading
 from collections import OrderedDict
 
 from bots.events import DeliveryStatus
-from bots.whatsapp.addresses import redact
+from core.redaction import tag
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class DeliveryLog:
         if new in _FAILED:
             log.warning(
                 "whatsapp message %s to %s %s (error %s); not retried",
-                status.message_sid, redact(status.recipient), new, status.error_code or "none",
+                status.message_sid, tag(status.recipient), new, status.error_code or "none",
             )
         return True
 

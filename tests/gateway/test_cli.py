@@ -137,3 +137,10 @@ def test_eval_scores_a_question_bank_with_and_without_grounding(env, tmp_path):
     assert grounded[0]["entries"][0] == "HR-03" and report["questions"] == str(bank)
     bad = runner.invoke(app, ["eval", "hr", "--file", str(bank)], env=env)  # no mapping: no 'instruction' column
     assert bad.exit_code == 2 and "field 'instruction' is missing" in bad.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "-5", "0"])
+def test_serve_refuses_a_port_out_of_range(env, port):
+    result = runner.invoke(app, ["serve", "--port", port], env={**env, "COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert "Invalid value for '--port'" in result.output

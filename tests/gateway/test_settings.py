@@ -68,3 +68,37 @@ def test_a_redis_url_without_a_redis_scheme_is_refused(monkeypatch):
     monkeypatch.setenv("SWITCHBOARD_REDIS_URL", "localhost:6379")
     with pytest.raises(SettingsError, match="SWITCHBOARD_REDIS_URL.*redis://"):
         load_settings(None)
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("PUBLIC_URL", "notaurl", "public base URL"),
+    ("PUBLIC_URL", "https://", "public base URL"),
+    ("TWILIO_ACCOUNT_SID", "xyz", "AC followed by 32 hex digits"),
+    ("TWILIO_WHATSAPP_FROM", "+1", "E.164"),
+    ("TWILIO_WHATSAPP_FROM", "whatsapp:hello", "E.164"),
+])
+def test_values_that_cannot_work_are_refused_at_start(monkeypatch, variable, value, expected):
+    monkeypatch.setenv(f"SWITCHBOARD_{variable}", value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert f"environment variable SWITCHBOARD_{variable}" in str(error.value) and expected in str(error.value)
+
+
+def test_a_whatsapp_sender_is_kept_in_twilio_spelling(monkeypatch):
+    for variable, value in [("TWILIO_WHATSAPP_FROM", "+14155238886"), ("PUBLIC_URL", "https://bot.example.com"),
+                            ("TWILIO_ACCOUNT_SID", "AC" + "0" * 32), ("TWILIO_AUTH_TOKEN", "token")]:
+        monkeypatch.setenv(f"SWITCHBOARD_{variable}", value)
+    assert load_settings().twilio_whatsapp_from == "whatsapp:+14155238886"
+
+
+def test_a_json_setting_that_is_not_json_names_its_variable(monkeypatch):
+    monkeypatch.setenv("SWITCHBOARD_SYSTEM_PROMPTS", "notjson")
+    with pytest.raises(SettingsError, match="SWITCHBOARD_SYSTEM_PROMPTS: not valid JSON"):
+        load_settings()
+
+
+def test_a_config_file_that_is_not_utf8_names_its_line(tmp_path):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("port: 8000\nsystem_prompts:\n  hr: Caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(SettingsError, match=r"latin1.yaml:3: not UTF-8 text \(byte 0xe9\)"):
+        load_settings(config)

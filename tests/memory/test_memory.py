@@ -187,9 +187,10 @@ async def test_corrupt_entries_are_skipped_with_a_warning(
     redis_backend: RedisBackend, caplog: pytest.LogCaptureFixture
 ):
     conversations = redis_backend.make()
-    await conversations.append("c", [Turn("user", "before")])
+    chat = "whatsapp:+12015550123"
+    await conversations.append(chat, [Turn("user", "before")])
     await redis_backend.client.rpush(
-        conversations.key("c"),
+        conversations.key(chat),
         b"\xff\xfe not utf-8",
         "not json",
         "[1, 2]",
@@ -197,12 +198,13 @@ async def test_corrupt_entries_are_skipped_with_a_warning(
         '{"role": "user", "content": 5}',
         '{"role": "assistant", "content": "x", "pinned": "yes"}',
     )
-    await conversations.append("c", [Turn("assistant", "after", department="hr")])
+    await conversations.append(chat, [Turn("assistant", "after", department="hr")])
     with caplog.at_level(logging.WARNING, logger="memory.redis"):
-        window = await conversations.window("c")
+        window = await conversations.window(chat)
     assert window == [Turn("user", "before"), Turn("assistant", "after", department="hr")]
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 6
     assert "not json" not in caplog.text  # user content stays out of the logs
+    assert "2015550123" not in caplog.text  # and so do phone numbers
 
 
 async def test_over_long_turns_are_cut(redis_backend: RedisBackend):

@@ -8,7 +8,7 @@ import pytest
 from starlette.datastructures import FormData
 
 from bots.events import DeliveryStatus, Ignored, Message, Notice
-from bots.whatsapp.inbound import EMPTY_NOTICE, MEDIA_NOTICE, parse_message, parse_status, redact
+from bots.whatsapp.inbound import EMPTY_NOTICE, MEDIA_NOTICE, parse_message, parse_status
 from tests.bots.whatsapp.conftest import load_form
 
 SENDER = "whatsapp:+12015550123"
@@ -106,11 +106,7 @@ def test_status_callback_on_the_message_url_is_not_answered():
     assert isinstance(parse_message(load_form("status_delivered.txt")), DeliveryStatus)
 
 
-def test_redact_hides_numbers(caplog):
-    tag = redact("whatsapp:+12015550123")
-    assert tag == redact("+12015550123") and len(tag) == 12 and "2015550123" not in tag
-    assert redact("whatsapp:+12015550124") != tag
-    assert redact(None) == "-"
+def test_logs_never_show_numbers(caplog):
     with caplog.at_level(logging.DEBUG):
         for name in ("whatsapp_text.txt", "whatsapp_media_image.txt"):
             parse_message({**load_form(name), "Body": ""})
