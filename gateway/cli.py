@@ -316,7 +316,7 @@ def telegram_set_webhook(
     url = url or settings.public_url.rstrip("/") + "/webhooks/telegram"
     if not url.startswith("https://"):
         _fail(f"Telegram only calls https URLs; got {url}", 2)
-    asyncio.run(_with_telegram_bot(settings, lambda bot: set_webhook(bot, url, secret.get_secret_value())))
+    _telegram(settings, lambda bot: set_webhook(bot, url, secret.get_secret_value()))
     console.print(f"Telegram now sends {', '.join(ALLOWED_UPDATES)} updates to {url}")
 
 
@@ -328,19 +328,31 @@ def telegram_delete_webhook() -> None:
     settings = _settings()
     if settings.telegram_bot_token is None:
         _fail("set SWITCHBOARD_TELEGRAM_BOT_TOKEN first", 2)
-    asyncio.run(_with_telegram_bot(settings, delete_webhook))
+    _telegram(settings, delete_webhook)
     console.print("Telegram webhook deleted")
 
 
-async def _with_telegram_bot(settings: Settings, action) -> None:
+def _telegram(settings: Settings, action) -> None:
+    """Run `action(bot)` against the Bot API; a refusal or an unreachable API is a one-line error."""
+    from telegram.error import TelegramError
+
     from gateway.components import telegram_sender
 
-    sender = telegram_sender(settings)
-    await sender.start()
+    async def run() -> None:
+        sender = telegram_sender(settings)
+        await sender.start()
+        try:
+            await action(sender.bot)
+        finally:
+            await sender.close()
+
     try:
-        await action(sender.bot)
-    finally:
-        await sender.close()
+        asyncio.run(run())
+    except TelegramError as error:
+        _fail(
+            f"the Telegram Bot API ({settings.telegram_api_url}) did not do it: {scrub(str(error))}. "
+            "Check SWITCHBOARD_TELEGRAM_BOT_TOKEN and that this machine can reach the API."
+        )
 
 
 data_app = typer.Typer(help="Check and summarise the training data.", no_args_is_help=True)

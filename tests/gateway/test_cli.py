@@ -144,3 +144,12 @@ def test_serve_refuses_a_port_out_of_range(env, port):
     result = runner.invoke(app, ["serve", "--port", port], env={**env, "COLUMNS": "200"})
     assert result.exit_code == 2
     assert "Invalid value for '--port'" in result.output
+
+
+def test_set_webhook_with_the_bot_api_unreachable_is_a_clear_error(env):
+    env = {**env, "SWITCHBOARD_TELEGRAM_BOT_TOKEN": "7000000001:FAKE-test-token-not-real", "COLUMNS": "300",
+           "SWITCHBOARD_TELEGRAM_WEBHOOK_SECRET": "s3cret-s3cret", "SWITCHBOARD_TELEGRAM_API_URL": "http://127.0.0.1:1/bot"}
+    result = runner.invoke(app, ["telegram", "set-webhook", "--url", "https://bot.example.com/webhooks/telegram"], env=env)
+    assert result.exit_code == 1, result.output
+    assert "the Telegram Bot API (http://127.0.0.1:1/bot) did not do it" in result.output
+    assert "Traceback" not in result.output and "FAKE-test-token" not in result.output
