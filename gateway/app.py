@@ -69,6 +69,9 @@ def create_app(
         dispatcher = request.app.state.channels.dispatcher
         if dispatcher is not None and not await dispatcher.ready():
             return JSONResponse({"status": "queue unavailable", "error": "Redis does not answer"}, status_code=503)
+        problem = components.backend.problem
+        if problem:
+            return JSONResponse({"status": "failed", "error": scrub(problem)}, status_code=503)
         if components.backend.ready:
             return JSONResponse({"status": "ready"})
         error = getattr(request.app.state, "load_error", None)

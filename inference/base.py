@@ -62,6 +62,11 @@ class InferenceBackend(Protocol):
         """True once every model is loaded and requests can be served."""
         ...
 
+    @property
+    def problem(self) -> str | None:
+        """Why serving has stopped after a good start (readiness reports it), or None."""
+        ...
+
     def models(self) -> list[DepartmentModel]:
         """What is serving each department (and `base`)."""
         ...

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 NO_ADAPTER = "__base__"
 # An engine's thread ends after this long without work; the next request starts a new one.
 _IDLE_EXIT_S = 30.0
+# Loop failures in a row (no decode step between them) after which an engine gives up.
+_MAX_CRASHES = 3
 
 
 class EngineStopped(RuntimeError):
@@ -143,6 +145,8 @@ class BatchEngine:
         self._drain = True
         self._stopped = False
         self._stats = EngineStats()
+        # Why the engine gave up serving, for readiness; None while it serves.
+        self.failure: str | None = None
 
     @property
     def stats(self) -> EngineStats:
@@ -192,18 +196,35 @@ class BatchEngine:
     # Everything below runs on the engine thread.
 
     def _run(self) -> None:
-        batch = _Batch(self._model.device)
         waiting: deque[_Row] = deque()
-        try:
-            with torch.inference_mode():
-                while self._take(batch, waiting):
-                    self._admit(batch, waiting)
-                    if batch.rows:
-                        self._step(batch)
-        except BaseException as error:  # never leave a caller waiting forever
-            log.exception("%s: the batch loop failed", self._name)
-            for row in [*batch.rows, *waiting, *self._drain_incoming()]:
-                _deliver(row, error)
+        crashes = 0
+        while True:
+            batch = _Batch(self._model.device)
+            try:
+                with torch.inference_mode():
+                    while self._take(batch, waiting):
+                        self._admit(batch, waiting)
+                        if batch.rows:
+                            self._step(batch)
+                            crashes = 0
+                return
+            except Exception as error:  # a bug below: fail the rows in hand, serve the rest
+                crashes += 1
+                log.exception("%s: the batch loop failed (%d in a row)", self._name, crashes)
+                for row in batch.rows:
+                    _deliver(row, error)
+                if crashes < _MAX_CRASHES:
+                    continue  # a fresh batch; waiting requests are still in `waiting`
+                self.failure = f"{self._name}: the batch loop failed {crashes} times in a row ({_brief(error)})"
+                log.error("%s; the engine stops", self.failure)
+                outcome: BaseException = EngineStopped(self.failure)
+            except BaseException as error:  # never leave a caller waiting forever
+                outcome = error
+                for row in batch.rows:
+                    _deliver(row, error)
+            for row in [*waiting, *self._drain_incoming()]:
+                _deliver(row, outcome)
+            return
 
     def _take(self, batch: _Batch, waiting: deque[_Row]) -> bool:
         """Move submissions into `waiting`; False when the thread should end."""
@@ -259,15 +280,15 @@ class BatchEngine:
                 continue
             try:
                 cache, seen = self._prefill(row)
+                if self._record(row):
+                    continue  # done after one token: it never needs a row
+                batch.add(row, cache, seen)
             except Exception as error:  # a request the model cannot take fails alone
                 log.exception("%s: prefill failed", self._name)
                 _deliver(row, error)
                 continue
-            if self._record(row):
-                continue  # done after one token: it never needs a row
-            if batch.rows:
+            if len(batch.rows) > 1:
                 self._stats.joined_running += 1
-            batch.add(row, cache, seen)
 
     def _prefill(self, row: _Row) -> tuple[DynamicCache, torch.Tensor]:
         """Run the prompt alone and choose its first token; returns its KV cache and seen tokens."""
@@ -465,6 +486,10 @@ def _stack(batch: torch.Tensor, row: torch.Tensor, width: int) -> torch.Tensor:
         return F.pad(tensor, (0, 0, missing, 0) if axis == -2 else (missing, 0))
 
     return torch.cat([pad(batch), pad(row)])
+
+
+def _brief(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 def _deliver(row: _Row, outcome: Decoded | BaseException) -> None:

@@ -80,6 +80,11 @@ class LocalBackend:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def problem(self) -> str | None:
+        failures = [engine.failure for engine in _engines_of(self._served) if engine.failure]
+        return "; ".join(failures) or None
+
     def load(self, base_model: str) -> None:
         """Load `base_model` (a path or hub id) and every registered department (blocking)."""
         self._base_model = base_model

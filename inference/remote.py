@@ -99,6 +99,10 @@ class OpenAIBackend:
     def ready(self) -> bool:
         return self._ready
 
+    @property
+    def problem(self) -> None:
+        return None  # each request reaches the server afresh: its failures are the requests'
+
     def load(self, base_model: str) -> None:
         """Take `base_model`'s tokenizer for `count_tokens`, then see what the servers serve (blocking)."""
         self._tokenizer = _load_tokenizer(base_model)

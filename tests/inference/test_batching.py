@@ -308,3 +308,78 @@ async def _submit_empty(engine: BatchEngine) -> None:
 async def _collect(stream):
     parts = [delta async for delta in stream]
     return parts, stream.result
+
+
+# --- failures: a broken step fails its own rows, never the engine -----------------------
+
+
+class FlakyModel:
+    """The tiny Llama, except that some forward passes go wrong on purpose.
+
+    `raise_next` forward passes raise; `widen_next` decode steps return logits wider than
+    the vocabulary, whose argmax is a token the engine cannot record (an error that
+    escapes the step's own guard and reaches the batch loop).
+    """
+
+    def __init__(self, model) -> None:
+        self.model, self.device = model, model.device
+        self.raise_next = self.widen_next = 0
+
+    def __call__(self, **inputs):
+        if self.raise_next:
+            self.raise_next -= 1
+            raise RuntimeError("forward failed on purpose")
+        output = self.model(**inputs)
+        if self.widen_next and inputs["input_ids"].shape[1] == 1:
+            self.widen_next -= 1
+            output.logits = torch.nn.functional.pad(output.logits, (0, 8), value=1e4)
+        return output
+
+
+@pytest.fixture
+def flaky(tiny_model_dir):
+    return FlakyModel(load_causal_lm(tiny_model_dir))
+
+
+def plain_request(n: int = 5) -> DecodeRequest:
+    return DecodeRequest([1, 2, 3, 4], None, GenerationParams(max_new_tokens=n, repetition_penalty=1.0), frozenset())
+
+
+async def outcomes(engine: BatchEngine, count: int) -> list:
+    tickets = [engine.submit(plain_request()) for _ in range(count)]
+    return await asyncio.gather(*(t.result for t in tickets), return_exceptions=True)
+
+
+def test_a_forward_that_raises_once_fails_only_its_request(flaky):
+    engine = BatchEngine(flaky, window_s=0.05)
+    flaky.raise_next = 1  # the first prefill
+    first = run(outcomes(engine, 1))
+    assert isinstance(first[0], RuntimeError)
+    assert all(len(d.token_ids) == 5 for d in run(outcomes(engine, 3)))
+    assert engine.failure is None
+    engine.close(drain=True)
+
+
+def test_an_error_escaping_the_step_fails_that_batch_and_the_loop_restarts(flaky):
+    engine = BatchEngine(flaky, window_s=0.05)
+    flaky.widen_next = 1
+    failed = run(outcomes(engine, 3))
+    assert all(isinstance(outcome, IndexError) for outcome in failed)  # the rows of the broken step
+    later = run(outcomes(engine, 3))
+    assert all(len(d.token_ids) == 5 for d in later)  # the same engine serves on
+    assert engine.failure is None
+    engine.close(drain=True)
+
+
+def test_a_loop_that_keeps_failing_stops_the_engine_and_readiness_says_why(models_dir, tiny_model_dir):
+    backend = loaded(models_dir, tiny_model_dir)
+    engine = backend._entry("base").engine  # the shared model's engine, wrapped to break
+    flaky = FlakyModel(engine._model)
+    engine._model = flaky
+    flaky.widen_next = 1000
+    for _ in range(4):
+        with pytest.raises((IndexError, EngineStopped)):
+            run(backend.generate("base", ask("hi"), GenerationParams(max_new_tokens=4, repetition_penalty=1.0)))
+    assert engine.failure and "failed 3 times in a row" in engine.failure
+    assert "IndexError" in backend.problem
+    backend.close()
