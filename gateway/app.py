@@ -47,6 +47,8 @@ def create_app(
         try:
             yield
         finally:
+            # Accepted messages were already answered 200 to the platform: answer them before stopping.
+            await dispatcher.stop(settings.shutdown_timeout_seconds)
             for task in tasks:
                 task.cancel()
             await channels.close()

@@ -140,7 +140,14 @@ class Dispatcher(Protocol):
         ...
 
     async def run(self) -> None:
-        """Answer accepted events until cancelled (a no-op where other processes do it)."""
+        """Answer accepted events until cancelled or stopped (a no-op where other processes do it)."""
+        ...
+
+    async def stop(self, timeout: float) -> int:
+        """Finish accepted work for up to `timeout` seconds, then let `run` end.
+
+        Returns how many accepted events were left unanswered in this process.
+        """
         ...
 
     async def ready(self) -> bool: ...
@@ -150,13 +157,15 @@ class InProcessDispatcher:
     """The embedded default: dedupe and queue in this process, one worker draining in order.
 
     One worker keeps each conversation's messages in order; the model serves one
-    request at a time anyway. Single-process only: a crash loses what is queued.
+    request at a time anyway. Single-process: shutdown answers what is queued
+    (`stop`, up to a timeout), but a crash loses it.
     """
 
     def __init__(self, responder: Responder, seen: SeenKeys) -> None:
         self.responder = responder
         self.seen = seen
         self._queue: asyncio.Queue[tuple[str, Inbound]] = asyncio.Queue()
+        self._running = False
 
     async def accept(self, channel: ReplyChannel, event: Inbound) -> bool:
         if isinstance(event, Ignored):
@@ -168,21 +177,31 @@ class InProcessDispatcher:
         return True
 
     async def run(self) -> None:
-        while True:
-            channel_name, event = await self._queue.get()
-            try:
-                await self.responder.answer(channel_name, event)
-            except Exception:  # one failed reply must not stop the others
-                log.exception("%s: could not handle a %s", channel_name, type(event).__name__)
-            finally:
-                self._queue.task_done()
+        self._running = True
+        try:
+            while True:
+                channel_name, event = await self._queue.get()
+                try:
+                    await self.responder.answer(channel_name, event)
+                except Exception:  # one failed reply must not stop the others
+                    log.exception("%s: could not handle a %s", channel_name, type(event).__name__)
+                finally:
+                    self._queue.task_done()
+        finally:
+            self._running = False
+
+    async def stop(self, timeout: float) -> int:
+        if self._running and self._queue.qsize():
+            log.info("answering %d queued message(s) before stopping (up to %.0f s)", self._queue.qsize(), timeout)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), timeout)
+        left = self._queue.qsize()
+        if left:
+            log.warning("%d accepted message(s) were not answered before shutdown", left)
+        return left
 
     async def ready(self) -> bool:
         return True
-
-    async def drain(self) -> None:
-        """Wait until everything queued so far has been answered (tests, shutdown)."""
-        await self._queue.join()
 
 
 class ChannelSet:

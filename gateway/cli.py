@@ -94,7 +94,10 @@ def serve(
     if telegram_polling and settings.telegram_bot_token is None:
         _fail("--telegram-polling needs SWITCHBOARD_TELEGRAM_BOT_TOKEN", 2)
     app_ = create_app(settings, telegram_polling=telegram_polling)
-    uvicorn.run(app_, host=host, port=port, log_level=settings.log_level)
+    uvicorn.run(
+        app_, host=host, port=port, log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout_seconds,  # open requests; then queued messages get as long
+    )
 
 
 @app.command()

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     memory_window: int = Field(default=8, ge=1, le=200, description="Turns (messages) kept per conversation.")
     memory_ttl_seconds: int = Field(default=86_400, ge=1, description="Idle conversations are forgotten after this.")
     max_input_chars: int = Field(default=4000, ge=1, description="Longest accepted user message.")
+    shutdown_timeout_seconds: float = Field(
+        default=30, ge=0, le=3600,
+        description="On shutdown, how long accepted messages and open requests may take to finish before the process stops.",
+    )
     reload_interval_seconds: float = Field(
         default=2.0, ge=0, description="How often `serve` checks the registry for promoted models (0: never)."
     )

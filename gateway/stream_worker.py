@@ -156,6 +156,9 @@ class RedisDispatcher:
     def __init__(self, queue: RedisQueue, worker: StreamWorker | None) -> None:
         self.queue = queue
         self.worker = worker
+        self._stop = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._running = False
 
     async def accept(self, channel: ReplyChannel, event: Inbound) -> bool:
         if isinstance(event, Ignored):
@@ -163,8 +166,23 @@ class RedisDispatcher:
         return await self.queue.enqueue(channel.name, event)
 
     async def run(self) -> None:
-        if self.worker is not None:
-            await self.worker.run()
+        if self.worker is None:
+            return
+        self._running = True
+        try:
+            await self.worker.run(self._stop)
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def stop(self, timeout: float) -> int:
+        """Let the entries in flight finish; queued ones stay in Redis for the next worker."""
+        self._stop.set()
+        if self.worker is None or not self._running:
+            return 0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), timeout)
+        return 0  # whatever did not finish stays pending in Redis and is claimed again
 
     async def ready(self) -> bool:
         return await self.queue.ping()

@@ -201,3 +201,24 @@ def test_the_sources_line_can_be_turned_off(tiny_components):
         channel = Recorder()
         run(Responder(tiny_components.pipeline, {"test": channel}, show_sources=show).answer("test", event))
         assert ("\n\nSources: HR-03" in channel.sent[-1]) is expected
+
+
+def test_shutdown_answers_the_messages_already_accepted(fakes, tiny_model_dir, tmp_path):
+    bot_api = fakes[0]
+    bot_api.reset()
+    settings = make_settings(
+        tmp_path, tiny_model_dir, max_new_tokens=48, router="commands", telegram_bot_token=TOKEN,
+        telegram_webhook_secret=SECRET, telegram_api_url=bot_api.base_url, shutdown_timeout_seconds=60,
+    )
+    components = build_components(settings)
+    update = sample("private_text.json")
+    chats = [900000001 + i for i in range(6)]
+    with LiveServer(create_app(components=components)) as live:
+        wait_for(lambda: httpx.get(live.url + "/readyz").status_code == 200)
+        for i, chat in enumerate(chats):  # 200 to Telegram: each is now ours to answer
+            message = {**update["message"], "chat": {**update["message"]["chat"], "id": chat}}
+            assert post_telegram(live, {"update_id": update["update_id"] + 7000 + i, "message": message}).status_code == 200
+        answered_before_shutdown = sum(bool(sent_texts(bot_api, chat)) for chat in chats)
+    components.close()
+    assert answered_before_shutdown < len(chats)  # some were still queued when the server was told to stop
+    assert all(sent_texts(bot_api, chat) for chat in chats)
