@@ -68,17 +68,17 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz(request: Request) -> JSONResponse:
-        dispatcher = request.app.state.channels.dispatcher
-        if dispatcher is not None and not await dispatcher.ready():
-            return JSONResponse({"status": "queue unavailable", "error": "Redis does not answer"}, status_code=503)
-        problem = components.backend.problem
+        """503 until the models answer, or when serving has stopped; says each channel's state."""
+        channels = request.app.state.channels
+        body: dict = {"channels": channels.states()}
+        if channels.dispatcher is not None and not await channels.dispatcher.ready():
+            return JSONResponse({"status": "queue unavailable", "error": "Redis does not answer", **body}, status_code=503)
+        problem = components.backend.problem or getattr(request.app.state, "load_error", None)
         if problem:
-            return JSONResponse({"status": "failed", "error": scrub(problem)}, status_code=503)
+            return JSONResponse({"status": "failed", "error": scrub(problem), **body}, status_code=503)
         if components.backend.ready:
-            return JSONResponse({"status": "ready"})
-        error = getattr(request.app.state, "load_error", None)
-        body = {"status": "failed", "error": error} if error else {"status": "loading"}
-        return JSONResponse(body, status_code=503)
+            return JSONResponse({"status": "ready", **body})
+        return JSONResponse({"status": "loading", **body}, status_code=503)
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -29,6 +29,9 @@ from gateway.pipeline import Pipeline, sources_line
 from gateway.redis_queue import QueueUnavailable
 
 log = logging.getLogger(__name__)
+# Bot API unreachable at start: first retry after this, doubling up to the max.
+_RECONNECT_FIRST_S = 1.0
+_RECONNECT_MAX_S = 60.0
 
 
 class ReplyChannel(Protocol):
@@ -212,6 +215,8 @@ class ChannelSet:
         self.whatsapp = whatsapp
         self.dispatcher: Dispatcher | None = None
         self.telegram_ready = False
+        self.telegram_state = "connecting"
+        self._telegram_polling = False
         self._tasks: list[asyncio.Task] = []
         self._stop_polling = asyncio.Event()
 
@@ -220,32 +225,74 @@ class ChannelSet:
         return {channel.name: channel for channel in (self.telegram, self.whatsapp) if channel is not None}
 
     async def start(self, dispatcher: Dispatcher, *, telegram_polling: bool = False) -> None:
-        """Connect the channels; accepted events go to `dispatcher` (whose `run` the caller starts)."""
+        """Connect the channels; accepted events go to `dispatcher` (whose `run` the caller starts).
+
+        A Bot API that cannot be reached at start is retried in the background with
+        backoff; until then Telegram's webhook answers 503 and Telegram redelivers.
+        """
         self.dispatcher = dispatcher
         if self.telegram is None:
             return
+        self._telegram_polling = telegram_polling
+        if not await self._connect_telegram():
+            self._tasks.append(asyncio.create_task(self._keep_connecting_telegram()))
+
+    def states(self) -> dict[str, str]:
+        """Each configured channel's state, for readiness: "ready", or what it is waiting for."""
+        states = {}
+        if self.telegram is not None:
+            states["telegram"] = self.telegram_state
+        if self.whatsapp is not None:
+            states["whatsapp"] = "ready"  # nothing to connect: each reply is one REST call
+        return states
+
+    async def _connect_telegram(self) -> bool:
+        """getMe (learns the bot's name for group mentions); False if it should be tried again."""
+        from telegram.error import InvalidToken
+
+        assert self.telegram is not None
         try:
-            await self.telegram.sender.start()  # getMe: learns the bot's name for group mentions
+            await self.telegram.sender.start()
+        except InvalidToken as error:  # retrying cannot fix a wrong token
+            self.telegram_state = f"failed: {error}; fix SWITCHBOARD_TELEGRAM_BOT_TOKEN and restart"
+            log.error("telegram: %s", self.telegram_state)
+            return True
         except Exception as error:
-            log.error("telegram: cannot reach the Bot API (%s); webhooks answer 503 until restart", error)
-            return
+            self.telegram_state = f"connecting: the Bot API does not answer ({type(error).__name__})"
+            log.warning("telegram: cannot reach the Bot API (%s: %s); retrying", type(error).__name__, error)
+            return False
         self.telegram_ready = True
-        if telegram_polling:
-            from bots.telegram import peek_update, poll
+        self.telegram_state = "ready"
+        if self._telegram_polling:
+            self._start_polling()
+        return True
 
-            telegram = self.telegram
+    async def _keep_connecting_telegram(self) -> None:
+        delay = _RECONNECT_FIRST_S
+        while True:
+            await asyncio.sleep(delay)
+            if await self._connect_telegram():
+                log.info("telegram: %s", self.telegram_state)
+                return
+            delay = min(delay * 2, _RECONNECT_MAX_S)
 
-            async def on_update(update: dict) -> None:
-                event = peek_update(update)
-                while True:  # polling has no platform retry: hold the update until it is stored
-                    try:
-                        await dispatcher.accept(telegram, event)
-                        return
-                    except QueueUnavailable as error:
-                        log.warning("telegram: cannot queue an update yet (%s); retrying", error)
-                        await asyncio.sleep(1.0)
+    def _start_polling(self) -> None:
+        from bots.telegram import peek_update, poll
 
-            self._tasks.append(asyncio.create_task(poll(telegram.sender.bot, on_update, self._stop_polling)))
+        telegram, dispatcher = self.telegram, self.dispatcher
+        assert telegram is not None and dispatcher is not None
+
+        async def on_update(update: dict) -> None:
+            event = peek_update(update)
+            while True:  # polling has no platform retry: hold the update until it is stored
+                try:
+                    await dispatcher.accept(telegram, event)
+                    return
+                except QueueUnavailable as error:
+                    log.warning("telegram: cannot queue an update yet (%s); retrying", error)
+                    await asyncio.sleep(1.0)
+
+        self._tasks.append(asyncio.create_task(poll(telegram.sender.bot, on_update, self._stop_polling)))
 
     async def close(self) -> None:
         self._stop_polling.set()

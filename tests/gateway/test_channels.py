@@ -222,3 +222,27 @@ def test_shutdown_answers_the_messages_already_accepted(fakes, tiny_model_dir, t
     components.close()
     assert answered_before_shutdown < len(chats)  # some were still queued when the server was told to stop
     assert all(sent_texts(bot_api, chat) for chat in chats)
+
+
+def test_a_bot_api_down_at_start_is_retried_and_readiness_shows_each_channel(fakes, tiny_model_dir, tmp_path):
+    bot_api, twilio = fakes
+    bot_api.reset()
+    bot_api.fail_next(2, status=502, method="getMe")  # down for the first two tries
+    settings = make_settings(
+        tmp_path, tiny_model_dir, max_new_tokens=6, router="commands", public_url=PUBLIC,
+        telegram_bot_token=TOKEN, telegram_webhook_secret=SECRET, telegram_api_url=bot_api.base_url,
+        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_whatsapp_from=FROM,
+        twilio_api_url=twilio.url,
+    )
+    components = build_components(settings)
+    update = sample("private_text.json")
+    update["update_id"] += 9000
+    with LiveServer(create_app(components=components)) as live:
+        channels = httpx.get(live.url + "/readyz").json()["channels"]
+        assert channels["telegram"].startswith("connecting") and channels["whatsapp"] == "ready"
+        assert post_telegram(live, update).status_code == 503  # Telegram redelivers later
+        wait_for(lambda: httpx.get(live.url + "/readyz").json()["channels"]["telegram"] == "ready", seconds=20)
+        assert post_telegram(live, update).status_code == 200
+        wait_for(lambda: sent_texts(bot_api, update["message"]["chat"]["id"]))
+    components.close()
+    assert len(bot_api.calls_to("getMe")) == 3
