@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from core.redaction import scrub
+from gateway.body_limit import BodyLimit
 from gateway.channels import Dispatcher
 from gateway.components import Components, build_channels, build_components, build_dispatcher
 from gateway.errors import install_error_handlers
@@ -21,6 +22,9 @@ from gateway.settings import Settings
 from gateway.webhooks import webhooks
 
 log = logging.getLogger(__name__)
+
+# Far above any webhook or chat request (256 messages of 4,000 characters fit); kept out of memory.
+MAX_BODY_BYTES = 2 * 2**20
 
 
 def create_app(
@@ -59,6 +63,7 @@ def create_app(
     app.state.pipeline = components.pipeline
     app.state.components = components
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(api)
     app.include_router(webhooks)
 

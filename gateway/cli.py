@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 # Soft wrap: error lines name files and must stay whole for copy-paste and grep.
 console = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("gateway.cli")
 
 
 class _State:
@@ -91,6 +92,9 @@ def serve(
         f"API: POST /v1/chat/completions, ready when /readyz says so)",
         highlight=False,
     )
+    if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        log.warning("serving on %s without an API key: anyone who can reach it can use /v1; "
+                    "set SWITCHBOARD_API_KEY", host)
     if telegram_polling and settings.telegram_bot_token is None:
         _fail("--telegram-polling needs SWITCHBOARD_TELEGRAM_BOT_TOKEN", 2)
     app_ = create_app(settings, telegram_polling=telegram_polling)

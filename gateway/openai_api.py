@@ -6,28 +6,48 @@
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Literal
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.departments import TARGETS
 from core.messages import Reply, Route, Turn
+from core.text import well_formed
 from gateway.errors import ApiError
 from gateway.pipeline import Pipeline, ReplyStream
 from inference.base import InputTooLong
 from router.commands import AUTO
 
 MODELS = (*TARGETS, AUTO)
+# More turns than any client keeps; the model sees only what fits its context anyway.
+MAX_MESSAGES = 256
+# How often a non-streaming request checks that its client is still there.
+_DISCONNECT_POLL_S = 0.25
 _CREATED = int(time.time())
 
-api = APIRouter(prefix="/v1")
+
+
+async def _authorized(request: Request) -> None:
+    """With `api_key` set, every /v1 call must carry it as a bearer token (compared in constant time)."""
+    key = request.app.state.components.settings.api_key
+    if key is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.get_secret_value().encode()):
+        raise ApiError(401, "Missing or wrong API key: send Authorization: Bearer <api_key>.",
+                       type_="authentication_error", code="invalid_api_key")
+
+
+api = APIRouter(prefix="/v1", dependencies=[Depends(_authorized)])
 
 
 class TextPart(BaseModel):
@@ -43,8 +63,8 @@ class ChatMessage(BaseModel):
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content if part.type == "text")
-        return self.content or ""
+            return well_formed("".join(part.text for part in self.content if part.type == "text"))
+        return well_formed(self.content or "")
 
 
 class StreamOptions(BaseModel):
@@ -56,7 +76,7 @@ class ChatCompletionRequest(BaseModel):
     # Clients send many optional OpenAI fields; unsupported ones are ignored.
     model_config = ConfigDict(extra="ignore")
     model: str
-    messages: list[ChatMessage]
+    messages: list[ChatMessage] = Field(max_length=MAX_MESSAGES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
@@ -94,15 +114,30 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     try:
         if body.stream:
-            stream = pipeline.stream(body.model, turns, params)
+            stream = await pipeline.stream(body.model, turns, params)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(_sse(completion_id, stream, include_usage))
-        reply = await pipeline.complete(body.model, turns, params)
+        reply = await _unless_disconnected(request, pipeline.complete(body.model, turns, params))
     except InputTooLong as error:
         raise ApiError(400, str(error), code="context_length_exceeded", param="messages") from None
     except ValueError as error:
         raise ApiError(400, str(error), param="messages") from None
     return JSONResponse(_completion(completion_id, reply))
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, Reply]) -> Reply:
+    """`work`'s result; cancelled (its batch row freed) if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise ApiError(499, "The client closed the request.", code="client_closed_request")
+    finally:
+        task.cancel()  # also when this handler itself is cancelled
 
 
 def _conversation(body: ChatCompletionRequest, max_chars: int) -> list[Turn]:

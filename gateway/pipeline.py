@@ -8,6 +8,7 @@ count the same way.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ class Pipeline:
             return Reply(reply_text, route, latency_ms=_ms(started))
 
         history = await self.memory.window(cid)
-        route = self.router.route(text, history)
+        # Routing and retrieval are CPU work (sklearn, TF-IDF): off the event loop.
+        route = await asyncio.to_thread(self.router.route, text, history)
         if not route.text:  # a routing command on its own: confirm, remember the pin
             reply_text = _switched(route)
             await self.memory.append(
@@ -98,7 +100,7 @@ class Pipeline:
             self.metrics.observe(route.department, "command", time.perf_counter() - started)
             return Reply(reply_text, route, latency_ms=_ms(started))
 
-        grounding = self._ground(route, history)
+        grounding = await asyncio.to_thread(self._ground, route, history)
         generation = await self._generate(
             route, [*history, Turn("user", route.text)], self.defaults, started, grounding
         )
@@ -115,21 +117,24 @@ class Pipeline:
     ) -> Reply:
         """Answer the last user turn of a conversation supplied by the caller."""
         started = time.perf_counter()
-        route, turns = self._route_request(model, turns)
-        grounding = self._ground(route, turns[:-1])
+        route, turns, grounding = await asyncio.to_thread(self._prepare, model, turns)
         generation = await self._generate(route, turns, params or self.defaults, started, grounding)
         return _reply(*cited(generation.text, grounding), route, generation, started)
 
-    def stream(
+    async def stream(
         self, model: str, turns: Sequence[Turn], params: GenerationParams | None = None
     ) -> ReplyStream:
         """Like `complete`, as text deltas; routing errors raise here, before any output."""
         started = time.perf_counter()
-        route, turns = self._route_request(model, turns)
-        grounding = self._ground(route, turns[:-1])
+        route, turns, grounding = await asyncio.to_thread(self._prepare, model, turns)
         answerer = self._answerer(route.department, grounding)
         generation = answerer.stream(route.department, turns, params or self.defaults, grounding)
         return ReplyStream(route, generation, self.metrics, started, grounding)
+
+    def _prepare(self, model: str, turns: Sequence[Turn]) -> tuple[Route, list[Turn], Grounding | None]:
+        """Route the request and retrieve its handbook entries (blocking: run in a thread)."""
+        route, turns = self._route_request(model, turns)
+        return route, turns, self._ground(route, turns[:-1])
 
     def _route_request(self, model: str, turns: Sequence[Turn]) -> tuple[Route, list[Turn]]:
         if not turns or turns[-1].role != "user":

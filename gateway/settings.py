@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     reload_interval_seconds: float = Field(
         default=2.0, ge=0, description="How often `serve` checks the registry for promoted models (0: never)."
     )
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, /v1/* requires `Authorization: Bearer <key>` (webhooks verify their own way)."
+    )
     host: str = Field(default="127.0.0.1", description="`switchboard serve` address.")
     port: int = Field(default=8000, ge=1, le=65535, description="`switchboard serve` port.")
     public_url: str | None = Field(

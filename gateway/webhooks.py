@@ -37,6 +37,8 @@ async def telegram_update(request: Request) -> JSONResponse:
         payload = json.loads(await request.body())
     except ValueError:
         raise ApiError(400, "The body is not valid JSON.") from None
+    except RecursionError:
+        raise ApiError(400, "The JSON body is nested too deeply.") from None
     accepted = await _accept(channels, telegram, peek_update(payload))  # parsed when answered
     return JSONResponse({"ok": True, "duplicate": not accepted})
 

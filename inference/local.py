@@ -227,20 +227,36 @@ class LocalBackend:
         self, entry: _Served, department: str, turns: Sequence[Turn], max_new_tokens: int,
         grounding: Grounding | None = None,
     ) -> list[int]:
-        """Encode the conversation, dropping the oldest turns until it fits the context."""
+        """Encode the conversation, dropping the oldest turns until it fits the context.
+
+        How many to drop is found by bisection: O(log n) encodings of the
+        conversation, not one per dropped turn (quadratic on long histories).
+        """
         limit = getattr(entry.model.config, "max_position_embeddings", 2048) - max_new_tokens
         system = self._prompts.get(department, self._prompts[BASE])
         turns = list(turns)
-        while True:
-            ids = encode_chat(entry.tokenizer, system, turns, add_generation_prompt=True, grounding=grounding)
-            if len(ids) <= limit:
-                return ids
-            if len(turns) <= 1:
-                raise InputTooLong(
-                    f"the message is {len(ids)} tokens with its system prompt; this model "
-                    f"takes at most {limit} when answering with up to {max_new_tokens} tokens"
-                )
-            turns = turns[1:]
+
+        def encode(drop: int) -> list[int]:
+            return encode_chat(entry.tokenizer, system, turns[drop:], add_generation_prompt=True, grounding=grounding)
+
+        ids = encode(0)
+        if len(ids) <= limit:
+            return ids
+        low, high = 1, len(turns) - 1  # dropping `high` leaves only the newest turn
+        best = encode(high)
+        if len(best) > limit:
+            raise InputTooLong(
+                f"the message is {len(best)} tokens with its system prompt; this model "
+                f"takes at most {limit} when answering with up to {max_new_tokens} tokens"
+            )
+        while low < high:  # the fewest drops that fit, in [low, high]
+            middle = (low + high) // 2
+            candidate = encode(middle)
+            if len(candidate) <= limit:
+                high, best = middle, candidate
+            else:
+                low = middle + 1
+        return best
 
 
 class TokenStream:

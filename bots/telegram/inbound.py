@@ -22,6 +22,7 @@ from telegram.constants import ChatMemberStatus
 from bots.events import CallbackQuery, ChatBlocked, Ignored, Inbound, Message, Notice, Unparsed
 from core.messages import IncomingMessage
 from core.redaction import tag
+from core.text import well_formed_json
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ def peek_update(payload: Any) -> Unparsed | Ignored:
     update_id = payload.get("update_id")
     if isinstance(update_id, bool) or not isinstance(update_id, int):
         return Ignored("malformed")
+    # Lone surrogates ("\ud800") could not be stored or tokenised: replaced here, at the edge.
+    payload = well_formed_json(payload)
     return Unparsed(payload, reply_to=_peek_chat(payload), dedupe_key=f"{CHANNEL}:{update_id}")
 
 
@@ -171,6 +174,8 @@ def _from_message(message: TgMessage, me: BotIdentity, dedupe_key: str) -> Inbou
     if sender is not None and sender.is_bot and message.sender_chat is None:
         return Ignored("from a bot")
     text = message.text if message.text is not None else message.caption
+    if text is not None and not isinstance(text, str):  # a forged update: "text": 12345
+        raise _Malformed("text")
     if message.chat.type in _GROUP_TYPES:
         text, addressed = _addressed_text(message, text, me)
         if not addressed:

@@ -3,6 +3,7 @@ talk to loopback servers that speak the Bot API and Twilio REST shapes."""
 
 import contextlib
 import json
+import logging
 import time
 
 import httpx
@@ -246,3 +247,31 @@ def test_a_bot_api_down_at_start_is_retried_and_readiness_shows_each_channel(fak
         wait_for(lambda: sent_texts(bot_api, update["message"]["chat"]["id"]))
     components.close()
     assert len(bot_api.calls_to("getMe")) == 3
+
+
+@pytest.mark.parametrize(("case", "text"), list(enumerate([12345, {"a": 1}, ["x"]])))
+def test_a_forged_update_with_a_non_text_text_is_ignored_and_the_next_one_answered(server, bot_api, caplog, case, text):
+    forged = sample("private_text.json")
+    forged["update_id"] += 11000 + case
+    forged["message"] = {**forged["message"], "text": text}
+    with caplog.at_level(logging.WARNING):
+        assert post_telegram(server, forged).status_code == 200
+        valid = sample("private_text.json")
+        valid["update_id"] += 12000 + case
+        valid["message"] = {**valid["message"], "chat": {**valid["message"]["chat"], "id": 555000100 + case}}
+        assert post_telegram(server, valid).status_code == 200
+        wait_for(lambda: sent_texts(bot_api, 555000100 + case))
+    assert sent_texts(bot_api, forged["message"]["chat"]["id"]) == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_lone_surrogate_in_an_update_is_answered_and_deep_json_is_a_400(server, bot_api):
+    update = sample("private_text.json")
+    update["update_id"] += 13000
+    update["message"] = {**update["message"], "chat": {**update["message"]["chat"], "id": 555000222}}
+    body = json.dumps(update).replace(json.dumps(update["message"]["text"]), '"hi \\ud800 there"')
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "content-type": "application/json"}
+    assert httpx.post(server.url + "/webhooks/telegram", content=body, headers=headers).status_code == 200
+    wait_for(lambda: sent_texts(bot_api, 555000222))
+    deep = "[" * 5000 + "]" * 5000
+    assert httpx.post(server.url + "/webhooks/telegram", content=deep, headers=headers).status_code == 400

@@ -166,7 +166,7 @@ def test_generate_and_stream_give_the_remote_servers_own_answer(gateway, direct,
     assert 0 < reply.completion_tokens <= MAX_NEW_TOKENS
     assert reply.finish_reason == expected.choices[0].finish_reason
 
-    stream = gateway.pipeline.stream(department, [Turn("user", QUESTION)])
+    stream = run(gateway.pipeline.stream(department, [Turn("user", QUESTION)]))
     assert run(collect(stream)) == reply.text
     assert stream.reply is not None
     assert (stream.reply.text, stream.reply.finish_reason) == (reply.text, reply.finish_reason)
