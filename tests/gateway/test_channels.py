@@ -46,15 +46,19 @@ def fakes():
     bot_api.stop()
 
 
+def both_channels(home, tiny_model_dir, bot_api, twilio, secret=SECRET, **values):
+    """Settings with Telegram and WhatsApp pointed at the loopback fakes."""
+    return make_settings(
+        home, tiny_model_dir, max_new_tokens=6, router="commands", public_url=PUBLIC, telegram_bot_token=TOKEN,
+        telegram_webhook_secret=secret, telegram_api_url=bot_api.base_url, twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN, twilio_whatsapp_from=FROM, twilio_api_url=twilio.url, **values,
+    )
+
+
 @pytest.fixture(scope="module")
 def server(fakes, tiny_model_dir, tmp_path_factory):
     bot_api, twilio = fakes
-    settings = make_settings(
-        tmp_path_factory.mktemp("channels"), tiny_model_dir, max_new_tokens=6, router="commands",
-        public_url=PUBLIC, telegram_bot_token=TOKEN, telegram_webhook_secret=SECRET,
-        telegram_api_url=bot_api.base_url, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
-        twilio_whatsapp_from=FROM, twilio_api_url=twilio.url,
-    )
+    settings = both_channels(tmp_path_factory.mktemp("channels"), tiny_model_dir, bot_api, twilio)
     components = build_components(settings)
     with LiveServer(create_app(components=components)) as live:
         wait_for(lambda: httpx.get(live.url + "/readyz").status_code == 200)
@@ -229,12 +233,7 @@ def test_a_bot_api_down_at_start_is_retried_and_readiness_shows_each_channel(fak
     bot_api, twilio = fakes
     bot_api.reset()
     bot_api.fail_next(2, status=502, method="getMe")  # down for the first two tries
-    settings = make_settings(
-        tmp_path, tiny_model_dir, max_new_tokens=6, router="commands", public_url=PUBLIC,
-        telegram_bot_token=TOKEN, telegram_webhook_secret=SECRET, telegram_api_url=bot_api.base_url,
-        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN, twilio_whatsapp_from=FROM,
-        twilio_api_url=twilio.url,
-    )
+    settings = both_channels(tmp_path, tiny_model_dir, bot_api, twilio)
     components = build_components(settings)
     update = sample("private_text.json")
     update["update_id"] += 9000

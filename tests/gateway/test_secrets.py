@@ -6,7 +6,6 @@ Telegram + WhatsApp flow (with failed sends) at DEBUG; none may appear in what w
 
 import json
 import logging
-import time
 
 import httpx
 import pytest
@@ -18,12 +17,12 @@ from gateway.app import create_app
 from gateway.cli import app as cli
 from gateway.components import build_components
 from tests.bots.telegram.fake_bot_api import TOKEN, FakeBotApi
-from tests.bots.whatsapp.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM, load_form
+from tests.bots.whatsapp.conftest import ACCOUNT_SID, AUTH_TOKEN, load_form
 from tests.bots.whatsapp.fake_twilio import FakeTwilio
-from tests.conftest import FIXTURES, LiveServer, make_settings
+from tests.conftest import FIXTURES, LiveServer
+from tests.gateway.test_channels import PUBLIC, both_channels, wait_for
 
 SECRET = "webhook-secret-that-must-not-leak"
-PUBLIC = "https://bot.example.com"
 REDIS_PASSWORD = "redis-password-that-must-not-leak"
 CHAT_ID = "100000001"  # the sample update's chat and sender
 PHONE = "2015550123"  # the sample WhatsApp sender, +1 201 555 0123
@@ -66,24 +65,12 @@ def test_an_unreachable_redis_is_named_without_its_password(tmp_path):
     assert leaks(result.output) == []
 
 
-def wait_for(predicate, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_a_whole_telegram_and_whatsapp_flow_at_debug_logs_no_secret_and_no_id(tiny_model_dir, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     bot_api = FakeBotApi().start()
     try:
         with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as twilio:
-            settings = make_settings(
-                tmp_path, tiny_model_dir, max_new_tokens=6, router="commands", log_level="debug",
-                public_url=PUBLIC, telegram_bot_token=TOKEN, telegram_webhook_secret=SECRET,
-                telegram_api_url=bot_api.base_url, twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
-                twilio_whatsapp_from=FROM, twilio_api_url=twilio.url,
-            )
+            settings = both_channels(tmp_path, tiny_model_dir, bot_api, twilio, secret=SECRET, log_level="debug")
             components = build_components(settings)
             with LiveServer(create_app(components=components)) as live:
                 wait_for(lambda: httpx.get(live.url + "/readyz").status_code == 200)
