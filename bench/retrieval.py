@@ -20,10 +20,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from core.departments import DEPARTMENTS
+from core.company import load_company
 from knowledge.index import FactIndex
 from knowledge.library import load_department
 from training.datasets import DATA_DIR, department_files, load_eval
+
+DEPARTMENTS = load_company().ids  # the bundled example company
 
 Scorer = Callable[[str], np.ndarray]
 

@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.company import load_company
 from gateway.settings import Settings
 from inference.base_model import resolve_base_model
-from inference.prompts import DEFAULT_SYSTEM_PROMPTS
 from training import lora
 from training.datasets import department_files, load_sft
 from training.examples import IGNORE_INDEX, padding_collator, plain_examples, sft_dataset
@@ -60,12 +60,12 @@ def main() -> None:
     recipe = Recipe(method=args.method, epochs=1, batch_size=8, max_length=COURSE_LENGTH)
     workdir = Path(tempfile.mkdtemp(prefix="bench-collation-"))
     tokenizer = load_tokenizer(base)
-    dataset = sft_dataset(tokenizer, DEFAULT_SYSTEM_PROMPTS[args.department], records, recipe.max_length)
+    dataset = sft_dataset(tokenizer, load_company().system_prompts()[args.department], records, recipe.max_length)
     course = DataCollatorForSeq2Seq(tokenizer, padding="max_length", max_length=COURSE_LENGTH,
                                     label_pad_token_id=IGNORE_INDEX)
     results = {}
     for name, collator in (("dynamic padding (ours)", padding_collator(tokenizer)), ("padded to 512 (course)", course)):
-        job = TrainingJob(args.department, base, DEFAULT_SYSTEM_PROMPTS[args.department], records, recipe,
+        job = TrainingJob(args.department, base, load_company().system_prompts()[args.department], records, recipe,
                           workdir / name.split()[0], show_progress=False)
         results[name] = epoch_seconds(job, collator, dataset)
     shutil.rmtree(workdir, ignore_errors=True)

@@ -37,11 +37,25 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _settings() -> Settings:
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="Company folder (default: the data_dir setting, else the bundled example)."),
+]
+
+
+def _settings(data: Path | None = None) -> Settings:
     try:
         settings = load_settings(_State.config)
     except SettingsError as error:
         _fail(str(error), 2)
+    if data is not None:
+        from core.company import CompanyError, load_company
+
+        try:
+            load_company(data)
+        except CompanyError as error:
+            _fail(f"--data: {error}", 2)
+        settings = settings.model_copy(update={"data_dir": data.expanduser()})
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -258,7 +272,7 @@ def models_rollback(department: Annotated[str, typer.Argument(help="Department t
     from training.promotion import RegistryError, rollback
 
     settings = _settings()
-    _check_department(department)
+    _check_department(department, settings)
     try:
         restored = rollback(settings.models_path, department)
     except RegistryError as error:
@@ -274,13 +288,14 @@ def route(
         Path | None,
         typer.Option("--jsonl", help='File of lines {"text": ...}; one JSON result per line.'),
     ] = None,
+    data: DataOption = None,
 ) -> None:
     """Show where a message would go: department, confidence, reason."""
     from gateway.components import build_router
 
     if (text is None) == (jsonl is None):
         _fail("give either TEXT or --jsonl FILE", 2)
-    router = build_router(_settings())
+    router = build_router(_settings(data))
     if text is not None:
         print(json.dumps(_route_json(router.route(text, []))))
         return
@@ -368,7 +383,7 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("validate")
 def data_validate(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Files to check (default: the bundled data).")] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files to check (default: the whole company folder).")] = None,
     kind: Annotated[
         str | None, typer.Option(help="sft, eval, preference, out_of_scope or handbook (default: from the name).")
     ] = None,
@@ -376,6 +391,7 @@ def data_validate(
         list[str] | None, typer.Option("--map", help="Column mapping, e.g. instruction=question,output=answer.")
     ] = None,
     handbook: Annotated[Path | None, typer.Option(help="Handbook whose fact ids the files must use.")] = None,
+    data: DataOption = None,
 ) -> None:
     """Validate data files; exits 1 if anything is wrong, listing file:line: field problems."""
     from training.datasets import parse_mapping
@@ -388,31 +404,83 @@ def data_validate(
     if paths:
         problems = [p for path in paths for p in validate_file(path, kind, columns, handbook)]
     else:
-        problems = validate_bundle()
+        folder = _data_folder(data)
+        problems = validate_bundle(folder)
     for problem in problems:
         print(problem)
     if problems:
         _fail(f"{len(problems)} problem(s) found")
-    console.print(f"[green]ok[/green]: {', '.join(map(str, paths)) if paths else 'bundled data'} is valid")
+    console.print(f"[green]ok[/green]: {', '.join(map(str, paths)) if paths else folder} is valid")
+
+
+def _data_folder(data: Path | None) -> Path:
+    return _settings(data).data_path
+
+
+@data_app.command("import")
+def data_import(
+    file: Annotated[Path, typer.Argument(help="CSV, JSON or JSONL export of a spreadsheet.")],
+    department: Annotated[str, typer.Option(help="The department the records belong to.")],
+    mapping: Annotated[
+        list[str] | None, typer.Option("--map", help="Our field=their column, e.g. instruction=question,output=answer.")
+    ] = None,
+    kind: Annotated[str, typer.Option(help="sft (train.jsonl), eval, preference, not_covered or phrasings.")] = "sft",
+    data: DataOption = None,
+) -> None:
+    """Append a spreadsheet's records to a department's data, after validating every one (all or nothing)."""
+    from core.company import CompanyError
+    from training.data_import import import_records
+    from training.datasets import DatasetError, parse_mapping
+
+    folder = _data_folder(data)
+    try:
+        result = import_records(file, department, folder, kind=kind, mapping=parse_mapping(mapping))
+    except DatasetError as error:
+        for problem in error.problems:
+            print(problem)
+        _fail(f"{len(error.problems)} problem(s) in {file}; nothing was imported")
+    except (CompanyError, ValueError) as error:
+        _fail(str(error), 2)
+    skipped = f" ({result.skipped} already there, skipped)" if result.skipped else ""
+    console.print(f"[green]imported[/green] {result.added} record(s) into {result.target}{skipped}; "
+                  f"next: switchboard data validate --data {folder}")
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Where to create the company folder (new or empty).")]) -> None:
+    """Start a company folder: departments.yaml with comments and an example `it` department."""
+    import shutil
+
+    from core.company import TEMPLATE
+
+    directory = directory.expanduser()
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        _fail(f"{directory} already exists and is not an empty folder; choose a new one", 2)
+    shutil.copytree(TEMPLATE, directory, dirs_exist_ok=True)
+    console.print(
+        f"[green]created[/green] {directory}: edit departments.yaml and the it/ folder (README.md says what each "
+        f"file is for), then\n  switchboard data validate --data {directory}\n  switchboard train all --data "
+        f"{directory}\n  SWITCHBOARD_DATA_DIR={directory} switchboard serve"
+    )
 
 
 @data_app.command("stats")
-def data_stats() -> None:
+def data_stats(data: DataOption = None) -> None:
     """Per department: facts, records, coverage, mean answer tokens, preference pairs."""
-    from core.departments import DEPARTMENTS
     from training.datasets import DatasetError
     from training.validation import department_stats
 
-    tokenizer = _base_tokenizer(_settings())
+    settings = _settings(data)
+    tokenizer = _base_tokenizer(settings)
 
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     table = Table("department", "facts", "train", "eval", "facts covered 4+", "mean answer tokens",
                   "preference pairs")
-    for department in DEPARTMENTS:
+    for department in settings.company().ids:
         try:
-            stats = department_stats(department, count)
+            stats = department_stats(department, count, settings.data_path)
         except DatasetError as error:
             _fail(f"{department}: {error} (run `switchboard data validate`)")
         table.add_row(department, str(stats.facts), str(stats.train_records), str(stats.eval_records),
@@ -433,25 +501,27 @@ def train(
     method: Annotated[str | None, typer.Option(help="full, lora, qlora or dpo (default: the recipe's).")] = None,
     base: Annotated[str | None, typer.Option(help="Base model to train on (default: base_model setting).")] = None,
     epochs: Annotated[float | None, typer.Option(help="Epochs (default: the recipe's).")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Recipe YAML (default: training/recipes/<dept>.yaml).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Recipe YAML (default: the department's recipe "
+                                                "in departments.yaml, else LoRA).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print parameters, steps and estimated time; do not train.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the last unfinished run from its checkpoint.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Promote even if accuracy is below the live model's.")] = False,
+    data: DataOption = None,
 ) -> None:
     """Train department models (evaluated, then promoted if they are at least as good)."""
     from training.recipe import RecipeError, default_recipe, load_recipe
 
-    settings = _settings()
+    settings = _settings(data)
     if target == "router":
         _train_router(settings)
         return
-    departments = _targets(target)
+    departments = _targets(target, settings)
     base_model = _resolved_base(settings)
     if target == "all":
         _train_router(settings)
     for department in departments:
         try:
-            recipe = load_recipe(config) if config else default_recipe(department)
+            recipe = load_recipe(config) if config else default_recipe(settings.company().department(department))
             recipe = recipe.with_overrides(method=method, base=base and _resolved_base(settings, base), epochs=epochs)
         except RecipeError as error:
             _fail(str(error), 2)
@@ -474,11 +544,11 @@ def _release_models() -> None:
 
 def _train_one(settings: Settings, department: str, recipe, base_model: str, *,
                dry_run: bool, resume: bool, force: bool) -> None:
-    from inference.prompts import system_prompts
     from training.department import make_job, plan, train_department
 
-    job = make_job(department, recipe, base_model, settings.models_path, system_prompts(settings.system_prompts),
-                   resume=resume)
+    prompts = settings.company().system_prompts(settings.system_prompts)
+    job = make_job(department, recipe, base_model, settings.models_path, prompts, resume=resume,
+                   data_dir=settings.data_path)
     if dry_run:
         estimate = plan(job)
         print(json.dumps({
@@ -509,19 +579,19 @@ def evaluate(
     mapping: Annotated[
         list[str] | None, typer.Option("--map", help="Column mapping for --file, e.g. instruction=question.")
     ] = None,
+    data: DataOption = None,
 ) -> None:
     """Fact accuracy of the base and the live model, each with and without grounding, and retrieval recall."""
-    from inference.prompts import system_prompts
     from knowledge.library import load_department
     from training.datasets import DatasetError, load_questions
     from training.department import EvalSuite, evaluate_models, live_artifact
     from training.evaluation import eval_questions, write_report
 
-    settings = _settings()
+    settings = _settings(data)
     if target == "router":
         _eval_router(settings)
         return
-    departments = _targets(target)
+    departments = _targets(target, settings)
     if file is not None and len(departments) != 1:
         _fail("--file scores one department's questions: name the department, not 'all'", 2)
     questions = None
@@ -531,7 +601,7 @@ def evaluate(
         except (DatasetError, ValueError) as error:
             _fail(f"{file}: {error}", 2)
     base_model = _resolved_base(settings)
-    prompts = system_prompts(settings.system_prompts)
+    prompts = settings.company().system_prompts(settings.system_prompts)
     k = settings.grounding_k
     table = Table("department", "base", "base + grounding", "handbook quote", "live", "live + grounding",
                   f"recall@{k}", "not covered", "live model")
@@ -568,13 +638,24 @@ def _train_router(settings: Settings) -> None:
     from training.router_training import train_router
 
     with console.status("Training the router..."):
-        report = train_router(out_dir=settings.models_path / ROUTER_SUBDIR)
+        report = train_router(settings.data_path, out_dir=settings.models_path / ROUTER_SUBDIR)
     evaluation = report.evaluation
     console.print(
         f"router ({report.method}) trained in {report.train_seconds:.1f} s on {report.n_train} messages: "
         f"held-out departments {evaluation.department_accuracy:.1%}, out-of-scope to base "
-        f"{evaluation.out_of_scope_to_base:.1%}; threshold {report.threshold:.2f} -> {report.directory}"
+        f"{evaluation.out_of_scope_to_base:.1%}{_field_summary(evaluation)}; threshold {report.threshold:.2f} "
+        f"-> {report.directory}"
     )
+
+
+def _field_summary(evaluation) -> str:
+    if evaluation.field_department_accuracy is None:
+        return ""
+    outside = evaluation.field_out_of_scope_to_base
+    return (f"; field split ({evaluation.n_field}): departments {evaluation.field_department_accuracy:.1%}"
+            + ("" if outside is None else f", out-of-scope to base {outside:.1%}")
+            + f"; both held-out sets: departments {evaluation.all_department_accuracy:.1%}, out-of-scope to base "
+              f"{evaluation.all_out_of_scope_to_base:.1%}")
 
 
 def _eval_router(settings: Settings) -> None:
@@ -582,12 +663,13 @@ def _eval_router(settings: Settings) -> None:
     from training.router_training import evaluate_router
 
     try:
-        evaluation = evaluate_router(settings.models_path / ROUTER_SUBDIR)
+        evaluation = evaluate_router(settings.models_path / ROUTER_SUBDIR, settings.data_path)
     except (RouterArtifactError, ValueError) as error:
         _fail(f"{error} (run `switchboard train router`)")
     console.print(
         f"router ({evaluation.method}), {evaluation.n_test} held-out messages: departments "
         f"{evaluation.department_accuracy:.1%} right, out-of-scope to base {evaluation.out_of_scope_to_base:.1%}"
+        f"{_field_summary(evaluation)}"
     )
     table = Table("true \\ routed", *evaluation.labels, title="confusion matrix")
     for label, row in zip(evaluation.labels, evaluation.confusion, strict=True):
@@ -612,20 +694,18 @@ def _eval_progress() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-def _targets(target: str) -> list[str]:
-    from core.departments import DEPARTMENTS
-
+def _targets(target: str, settings: Settings) -> list[str]:
     if target == "all":
-        return list(DEPARTMENTS)
-    _check_department(target)
+        return list(settings.company().ids)
+    _check_department(target, settings)
     return [target]
 
 
-def _check_department(name: str) -> None:
-    from core.departments import DEPARTMENTS
-
-    if name not in DEPARTMENTS:
-        _fail(f"unknown department {name!r}; use one of {', '.join(DEPARTMENTS)} or 'all'", 2)
+def _check_department(name: str, settings: Settings) -> None:
+    ids = settings.company().ids
+    if name not in ids:
+        _fail(f"unknown department {name!r}; {settings.data_path / 'departments.yaml'} lists {', '.join(ids)} "
+              "(or use 'all')", 2)
 
 
 def _resolved_base(settings: Settings, spec: str | None = None) -> str:

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.departments import DEPARTMENTS
 from core.files import file_signature
 from core.redaction import hide_secrets
 from gateway.channels import (
@@ -24,7 +23,6 @@ from gateway.pipeline import GroundingSettings, Pipeline, PipelineLimits
 from gateway.settings import Settings
 from inference.base_model import resolve_base_model
 from inference.local import LocalBackend
-from inference.prompts import system_prompts
 from inference.registry import REGISTRY_FILE
 from knowledge.library import HandbookLibrary
 from memory.base import ConversationMemory
@@ -92,7 +90,7 @@ class Components:
 
 def build_router(settings: Settings) -> Router:
     """Commands and pins first; everything else to the automatic router."""
-    return CommandRouter(automatic=_automatic_router(settings))
+    return CommandRouter(_automatic_router(settings), settings.company().targets)
 
 
 def _automatic_router(settings: Settings) -> Router:
@@ -103,22 +101,25 @@ def _automatic_router(settings: Settings) -> Router:
     """
     if settings.router == "commands":
         return FallbackRouter()
-    from router.learned import ROUTER_SUBDIR, RouterArtifactError, load_learned_router
+    from router.learned import ROUTER_SUBDIR, RouterArtifactError, RouterForOtherDepartments, load_learned_router
 
     directory = settings.models_path / ROUTER_SUBDIR
+    targets = settings.company().targets
     try:
-        return load_learned_router(directory)
+        return load_learned_router(directory, targets)
+    except RouterForOtherDepartments as error:
+        log.warning("%s; training a new one now (a few seconds)", error)
     except RouterArtifactError as error:
         if directory.exists():
             log.error("%s; routing by command only until you run `switchboard train router`", error)
             return FallbackRouter()
+        log.info("no trained router in %s; training one now (a few seconds)", directory)
     from training.router_training import train_router
 
-    log.info("no trained router in %s; training one now (a few seconds)", directory)
     try:
-        report = train_router(out_dir=directory)
+        report = train_router(settings.data_path, out_dir=directory)
         log.info("router trained in %.1f s", report.train_seconds)
-        return load_learned_router(directory)
+        return load_learned_router(directory, targets)
     except Exception as error:  # the product must still start: commands keep working
         log.warning("could not train the router (%s); routing by command only", error)
         return FallbackRouter()
@@ -205,7 +206,7 @@ def build_memory(settings: Settings, client: Any = None) -> ConversationMemory:
 
 def build_backend(settings: Settings) -> LocalBackend | OpenAIBackend:
     """Models in this process, or an OpenAI-compatible server (vLLM) that serves them."""
-    prompts = system_prompts(settings.system_prompts)
+    prompts = settings.company().system_prompts(settings.system_prompts)
     if settings.backend == "local":
         return LocalBackend(
             settings.models_path, prompts, device=settings.device,
@@ -225,7 +226,7 @@ def build_backend(settings: Settings) -> LocalBackend | OpenAIBackend:
 
 def build_knowledge(settings: Settings) -> HandbookLibrary | None:
     """Every department's handbook index (about 0.1 s each), or None with grounding off."""
-    return HandbookLibrary(settings.data_path, DEPARTMENTS) if settings.grounding else None
+    return HandbookLibrary(settings.company()) if settings.grounding else None
 
 
 def build_components(settings: Settings) -> Components:
@@ -242,5 +243,6 @@ def build_components(settings: Settings) -> Components:
         metrics=metrics,
         limits=PipelineLimits(max_input_chars=settings.max_input_chars),
         grounding=GroundingSettings(knowledge, settings.grounding_k),
+        company=settings.company(),
     )
     return Components(settings, pipeline, backend, metrics, client, knowledge)

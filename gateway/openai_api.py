@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.departments import TARGETS
 from core.messages import Reply, Route, Turn
 from core.text import well_formed
 from gateway.errors import ApiError
@@ -27,7 +26,6 @@ from gateway.pipeline import Pipeline, ReplyStream
 from inference.base import InputTooLong
 from router.commands import AUTO
 
-MODELS = (*TARGETS, AUTO)
 # More turns than any client keeps; the model sees only what fits its context anyway.
 MAX_MESSAGES = 256
 # How often a non-streaming request checks that its client is still there.
@@ -86,13 +84,18 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
 
 
+def _models(pipeline: Pipeline) -> tuple[str, ...]:
+    """What `model` may name: each department of the company, base, and auto (let the router pick)."""
+    return (*pipeline.company.targets, AUTO)
+
+
 @api.get("/models")
-async def list_models() -> dict:
+async def list_models(request: Request) -> dict:
     return {
         "object": "list",
         "data": [
             {"id": name, "object": "model", "created": _CREATED, "owned_by": "switchboard"}
-            for name in MODELS
+            for name in _models(request.app.state.pipeline)
         ],
     }
 
@@ -100,8 +103,8 @@ async def list_models() -> dict:
 @api.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSONResponse | EventSourceResponse:
     pipeline: Pipeline = request.app.state.pipeline
-    if body.model not in MODELS:
-        raise ApiError(404, f"The model '{body.model}' does not exist; use one of {', '.join(MODELS)}.",
+    if body.model not in (models := _models(pipeline)):
+        raise ApiError(404, f"The model '{body.model}' does not exist; use one of {', '.join(models)}.",
                        code="model_not_found", param="model")
     turns = _conversation(body, pipeline.limits.max_input_chars)
     if not pipeline.backend.ready:

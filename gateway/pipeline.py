@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from core.departments import BASE, DEPARTMENTS, TARGETS
+from core.company import BASE, Company
 from core.messages import Entry, Grounding, IncomingMessage, Reply, Route, Turn
 from gateway.metrics import Metrics
 from inference.base import Generation, GenerationParams, GenerationStream, InferenceBackend
@@ -24,18 +24,18 @@ from memory.base import ConversationMemory
 from router.base import Router
 from router.commands import AUTO, parse_command
 
-HELP_TEXT = (
-    "Ask me anything and I will pick the right department: "
-    + ", ".join(DEPARTMENTS)
-    + ".\nCommands: "
-    + " ".join(f"/{d}" for d in DEPARTMENTS)
-    + " talk to one department until /auto; /base the general assistant; "
-    "/auto automatic routing; /reset forget this conversation; /help this text."
-)
+
+def help_text(company: Company) -> str:
+    return (
+        f"Ask me anything and I will pick the right department: {', '.join(d.name for d in company.departments)}."
+        f"\nCommands: {' '.join(f'/{d}' for d in company.ids)} talk to one department until /auto; "
+        "/base the general assistant; /auto automatic routing; /reset forget this conversation; /help this text."
+    )
+
+
 RESET_TEXT = "Done: I have forgotten this conversation."
 # Channels cannot send an empty message; say so instead.
 EMPTY_REPLY = "Sorry, I could not come up with an answer. Could you rephrase the question?"
-_CONTROL = {"help", "start", "reset"}
 
 
 class UnknownModel(ValueError):
@@ -65,7 +65,10 @@ class Pipeline:
         metrics: Metrics,
         limits: PipelineLimits = PipelineLimits(),
         grounding: GroundingSettings = GroundingSettings(),
+        *,
+        company: Company,
     ) -> None:
+        self.company = company
         self.router = router
         self.memory = memory
         self.backend = backend
@@ -81,11 +84,12 @@ class Pipeline:
         cid = message.conversation_id
         text, note = self._within_limit(message.text)
         command, _ = parse_command(text)
-        if command in _CONTROL:
+        if command is not None and command not in (*self.company.targets, AUTO):
+            route = Route(BASE, 1.0, "command")
             if command == "reset":
                 await self.memory.clear(cid)
-            route = Route(BASE, 1.0, "command")
-            reply_text = RESET_TEXT if command == "reset" else HELP_TEXT
+            reply_text = {"reset": RESET_TEXT, "help": help_text(self.company), "start": help_text(self.company)}.get(
+                command, f"There is no /{command} here. {help_text(self.company)}")
             self.metrics.observe(route.department, "command", time.perf_counter() - started)
             return Reply(reply_text, route, latency_ms=_ms(started))
 
@@ -93,7 +97,7 @@ class Pipeline:
         # Routing and retrieval are CPU work (sklearn, TF-IDF): off the event loop.
         route = await asyncio.to_thread(self.router.route, text, history)
         if not route.text:  # a routing command on its own: confirm, remember the pin
-            reply_text = _switched(route)
+            reply_text = _switched(route, self.company)
             await self.memory.append(
                 cid, [Turn("user", text), Turn("assistant", reply_text, route.department, route.pinned)]
             )
@@ -140,7 +144,7 @@ class Pipeline:
         if not turns or turns[-1].role != "user":
             raise ValueError("the last message must come from the user")
         *history, last = turns
-        if model in TARGETS:
+        if model in self.company.targets:
             route = Route(model, 1.0, "requested", text=last.content)
         elif model == AUTO:
             route = self.router.route(last.content, history)
@@ -289,9 +293,10 @@ def _reply(
     )
 
 
-def _switched(route: Route) -> str:
+def _switched(route: Route, company: Company) -> str:
     if route.pinned:
-        name = "the general assistant" if route.department == BASE else f"the {route.department} assistant"
+        name = ("the general assistant" if route.department == BASE
+                else f"the {company.department(route.department).name} assistant")
         return f"You are now talking to {name}. Send /auto to let me pick the department again."
     return "Automatic routing is on: I will pick the department for each message."
 

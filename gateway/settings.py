@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
-from core.departments import TARGETS
+from core.company import Company, load_company
 from core.redaction import hide_password
 from core.yaml_file import YamlFileError, read_yaml_mapping
 from inference.base import GenerationParams
@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     )
     models_dir: Path | None = Field(
         default=None, description="Trained models and registry.json (default: <home>/models)."
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        validate_default=True,
+        description="The company folder: departments.yaml and a folder per department with its handbook and "
+        "questions (default: the bundled example, examples/sahyadri).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where models run.")
     backend: Literal["local", "openai"] = Field(
@@ -81,10 +87,6 @@ class Settings(BaseSettings):
     )
     batch_window_ms: float = Field(
         default=5.0, ge=0, le=1000, description="How long the local backend waits for company before starting a batch."
-    )
-    data_dir: Path | None = Field(
-        default=None,
-        description="Company data: a folder per department with its handbook and questions (default: the bundled example).",
     )
     grounding: bool = Field(
         default=True,
@@ -162,6 +164,12 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
+    @field_validator("data_dir")
+    @classmethod
+    def _company_folder(cls, value: Path | None) -> Path | None:
+        load_company(value)  # a CompanyError names the file, line and field in departments.yaml
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
@@ -198,8 +206,8 @@ class Settings(BaseSettings):
 
     @field_validator("system_prompts")
     @classmethod
-    def _known_departments(cls, value: dict[str, str]) -> dict[str, str]:
-        return _departments_only(value)
+    def _known_departments(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return _departments_only(value, info)
 
     @field_validator("openai_base_url")
     @classmethod
@@ -214,8 +222,8 @@ class Settings(BaseSettings):
 
     @field_validator("openai_department_urls")
     @classmethod
-    def _department_urls(cls, value: dict[str, str]) -> dict[str, str]:
-        return {department: _http_url(url) for department, url in _departments_only(value).items()}
+    def _department_urls(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        return {department: _http_url(url) for department, url in _departments_only(value, info).items()}
 
     @model_validator(mode="after")
     def _channels_complete(self) -> Settings:
@@ -236,9 +244,11 @@ class Settings(BaseSettings):
 
     @property
     def data_path(self) -> Path:
-        from training.datasets import DATA_DIR  # the bundled example company
+        return self.company().root
 
-        return self.data_dir or DATA_DIR
+    def company(self) -> Company:
+        """The company folder's departments (read again on each call: cheap, and edits show)."""
+        return load_company(self.data_dir)
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log or an error: tokens, keys, and URLs (by their password)."""
@@ -255,10 +265,13 @@ class Settings(BaseSettings):
         )
 
 
-def _departments_only(value: dict[str, str]) -> dict[str, str]:
-    unknown = sorted(set(value) - set(TARGETS))
+def _departments_only(value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+    if "data_dir" not in info.data:  # the company folder is wrong, and that error is reported
+        return value
+    targets = load_company(info.data["data_dir"]).targets
+    unknown = sorted(set(value) - set(targets))
     if unknown:
-        raise ValueError(f"unknown department(s) {unknown}; use {list(TARGETS)}")
+        raise ValueError(f"unknown department(s) {unknown}; the company folder lists {list(targets)}")
     return value
 
 
@@ -314,7 +327,7 @@ def _describe(error: ValidationError, config_file: Path | None, lines: dict[str,
             names = set(Settings.model_fields)
             problems.append(f"{where}: unknown setting{_suggest(field, names)}")
         else:
-            problems.append(f"{where}: {item['msg']} (got {_shown(field, item.get('input'))})")
+            problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')} (got {_shown(field, item.get('input'))})")
     return "invalid configuration:\n  " + "\n  ".join(problems)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from threading import Event, Lock
 from typing import TYPE_CHECKING, Any
 
-from core.departments import BASE, DEPARTMENTS
+from core.company import BASE
 from core.messages import Grounding, Turn
 from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
 from inference.base import DepartmentModel, Generation, GenerationParams, InputTooLong, NotReady
@@ -68,6 +68,8 @@ class LocalBackend:
         self._base_model = ""
         self._models_dir = models_dir
         self._prompts = dict(system_prompts)
+        # The prompts name every department served, and base.
+        self._departments = tuple(target for target in self._prompts if target != BASE)
         self._device_setting = device
         self._max_batch_size = max_batch_size
         self._batch_window_s = max(0.0, batch_window_ms) / 1000
@@ -102,7 +104,7 @@ class LocalBackend:
         device = pick_device(self._device_setting)
         tokenizer = AutoTokenizer.from_pretrained(self._base_model)
         base = load_causal_lm(self._base_model, device)
-        registry = read_registry(self._models_dir)
+        registry = read_registry(self._models_dir, self._departments)
         notes: dict[str, str] = dict(registry.problems)
         # Adapters first: each one wraps the shared base, so entries built
         # afterwards all point at the final PEFT model.
@@ -123,7 +125,7 @@ class LocalBackend:
             return _Served(model, tok, adapter, info, engines[id(model)], _stop_token_ids(model, tok))
 
         served: dict[str, _Served] = {}
-        for department in (*DEPARTMENTS, BASE):
+        for department in (*self._departments, BASE):
             artifact = registry.artifacts.get(department)
             if artifact is not None and department not in notes:
                 if artifact.kind == "adapter":

@@ -13,10 +13,9 @@ no entry is served by the base model with its system prompt.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from core.departments import DEPARTMENTS
 
 REGISTRY_FILE = "registry.json"
 KINDS = ("adapter", "full")
@@ -37,8 +36,8 @@ class RegistryView:
     problems: dict[str, str]
 
 
-def read_registry(models_dir: Path) -> RegistryView:
-    """Read the manifest; never raises: a bad entry is reported and skipped."""
+def read_registry(models_dir: Path, departments: Sequence[str]) -> RegistryView:
+    """Read the manifest for `departments`; never raises: a bad entry is reported and skipped."""
     manifest = models_dir / REGISTRY_FILE
     if not manifest.exists():
         return RegistryView({}, {})
@@ -49,13 +48,13 @@ def read_registry(models_dir: Path) -> RegistryView:
             raise TypeError("'departments' must be an object")
     except (OSError, ValueError, KeyError, TypeError) as error:
         problem = f"{manifest}: unreadable registry ({error}); serving the base model"
-        return RegistryView({}, dict.fromkeys(DEPARTMENTS, problem))
+        return RegistryView({}, dict.fromkeys(departments, problem))
 
     artifacts: dict[str, Artifact] = {}
     problems: dict[str, str] = {}
     for department, entry in departments.items():
-        if department not in DEPARTMENTS:
-            problems[department] = f"{manifest}: unknown department {department!r} ignored"
+        if department not in departments:
+            problems[department] = f"{manifest}: {department!r} is not a department of the company folder; ignored"
             continue
         live = entry.get("live") if isinstance(entry, dict) else None
         if live is None:

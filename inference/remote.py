@@ -29,7 +29,7 @@ from typing import Any
 
 import openai
 
-from core.departments import BASE, DEPARTMENTS
+from core.company import BASE
 from core.messages import Grounding, Turn
 from inference.base import (
     BackendError,
@@ -82,6 +82,8 @@ class OpenAIBackend:
         self._base_url = base_url.rstrip("/")
         self._department_urls = {dept: url.rstrip("/") for dept, url in (department_urls or {}).items()}
         self._prompts = dict(system_prompts)
+        # The prompts name every department served, and base.
+        self._departments = tuple(target for target in self._prompts if target != BASE)
         self._api_key = api_key or _NO_KEY
         self._base_name = base_model_name
         self._timeout = timeout
@@ -119,7 +121,7 @@ class OpenAIBackend:
         targets: dict[str, _Target] = {}
         notes: dict[str, str] = {}
         fallback = _Target(self._base_url, self._base_name)
-        for department in (*DEPARTMENTS, BASE):
+        for department in (*self._departments, BASE):
             url = self._department_urls.get(department, self._base_url)
             target = _Target(url, self._base_name if department == BASE else department)
             served, problem = listings[url]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.company import Company, CompanyError, load_company
 from core.files import file_signature
 from core.messages import Grounding, Turn
-from knowledge.handbook import Handbook, read_handbook
+from knowledge.handbook import Handbook, not_covered_reply, read_handbook
 from knowledge.index import FactIndex
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class DepartmentKnowledge:
     handbook: Handbook
     index: FactIndex
     signature: Signature
+    not_covered: str  # the reply when no entry answers: names the department and its helpdesk
 
 
 class HandbookLibrary:
@@ -43,9 +45,9 @@ class HandbookLibrary:
     Departments without one (such as `base`) get no grounding.
     """
 
-    def __init__(self, data_dir: Path, departments: Iterable[str]) -> None:
-        self.data_dir = Path(data_dir)
-        self.departments = tuple(departments)
+    def __init__(self, company: Company) -> None:
+        self.data_dir = company.root
+        self.departments = company.ids
         self._loaded: dict[str, DepartmentKnowledge] = {}
         self.refresh()
 
@@ -63,7 +65,7 @@ class HandbookLibrary:
         if loaded is None:
             return None
         entries = loaded.index.search(text, k, context=previous_question(history, department))
-        return Grounding(tuple(entries), loaded.handbook.not_covered)
+        return Grounding(tuple(entries), loaded.not_covered)
 
     def refresh(self) -> list[str]:
         """Re-read the departments whose files changed; returns their names.
@@ -105,12 +107,17 @@ def load_department(data_dir: Path, department: str, signature: Signature = ()) 
     """A department's handbook and its index (raises OSError or ValueError if unreadable)."""
     handbook_path, *question_paths = department_files(Path(data_dir), department)
     handbook = read_handbook(handbook_path)
+    try:
+        config = load_company(data_dir).department(department)
+        not_covered = not_covered_reply(config.name, config.helpdesk or handbook.helpdesk)
+    except CompanyError:  # a loose folder of handbooks: the handbook names itself
+        not_covered = handbook.not_covered
     fact_ids = {fact.id for fact in handbook.facts}
     questions: dict[str, list[str]] = {}
     for fact_id, question in (pair for path in question_paths for pair in read_questions(path)):
         if fact_id in fact_ids:
             questions.setdefault(fact_id, []).append(question)
-    return DepartmentKnowledge(handbook, FactIndex(handbook.facts, questions), signature)
+    return DepartmentKnowledge(handbook, FactIndex(handbook.facts, questions), signature, not_covered)
 
 
 def previous_question(history: Sequence[Turn], department: str) -> str:

@@ -1,4 +1,4 @@
-"""Explicit routing by command: `/hr` ... `/sales`, `/base`, `/auto`.
+"""Explicit routing by command: `/<department>` (`/hr`, `/it` ...), `/base`, `/auto`.
 
 A department command pins the conversation to that department until `/auto`.
 The pin is carried on assistant turns (`Turn.pinned`), so it lives exactly as
@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from core.departments import TARGETS
 from core.messages import Route, Turn
 from router.base import Router
 
 AUTO = "auto"
 # `/hr@SwitchboardBot` is how Telegram addresses a command to one bot in a group.
-_COMMAND = re.compile(r"^/(?P<name>[A-Za-z_]+)(?:@\w+)?(?:\s+|$)(?P<rest>.*)", re.DOTALL)
+_COMMAND = re.compile(r"^/(?P<name>[A-Za-z][A-Za-z0-9_]*)(?:@\w+)?(?:\s+|$)(?P<rest>.*)", re.DOTALL)
 
 
 def parse_command(text: str) -> tuple[str | None, str]:
@@ -30,12 +29,13 @@ def parse_command(text: str) -> tuple[str | None, str]:
 class CommandRouter:
     """Honours routing commands and pins; otherwise asks the automatic router."""
 
-    def __init__(self, automatic: Router) -> None:
+    def __init__(self, automatic: Router, targets: Sequence[str]) -> None:
         self._automatic = automatic
+        self._targets = tuple(targets)  # the company's departments and base
 
     def route(self, text: str, history: Sequence[Turn]) -> Route:
         command, rest = parse_command(text)
-        if command in TARGETS:
+        if command in self._targets:
             return Route(command, 1.0, "command", text=rest, pinned=True)
         if command == AUTO:
             # `/auto` starts routing afresh: no pin, and no conversation department to stick to.

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from core.departments import BASE, DEPARTMENTS, TARGETS
+from core.company import BASE
 from core.messages import Route, Turn
 
 FORMAT_VERSION = 1
@@ -75,6 +75,10 @@ def normalise_text(text: str) -> str:
 
 class RouterArtifactError(RuntimeError):
     """The router artifact is missing, unreadable or from an incompatible version."""
+
+
+class RouterForOtherDepartments(RouterArtifactError):
+    """The router was trained for other departments than the company folder lists."""
 
 
 @dataclass(frozen=True)
@@ -138,11 +142,11 @@ def readable(text: str) -> bool:
     return bool(_LATIN_LETTER.search(unicodedata.normalize("NFKC", text)))
 
 
-def current_department(history: Sequence[Turn]) -> str | None:
-    """The department of the last assistant turn, if it was one of the five."""
+def current_department(history: Sequence[Turn], departments: Sequence[str]) -> str | None:
+    """The department of the last assistant turn, if it was one of `departments`."""
     for turn in reversed(history):
         if turn.role == "assistant":
-            return turn.department if turn.department in DEPARTMENTS else None
+            return turn.department if turn.department in departments else None
     return None
 
 
@@ -155,6 +159,7 @@ class LearnedRouter:
         self.threshold = metadata.threshold
         self.switch_threshold = metadata.switch_threshold
         self._labels = [str(label) for label in model.classes_]
+        self._departments = tuple(label for label in self._labels if label != BASE)
 
     def probabilities(self, text: str) -> dict[str, float]:
         """Calibrated probability of every target for `text` (no threshold, no context)."""
@@ -163,7 +168,7 @@ class LearnedRouter:
 
     def route(self, text: str, history: Sequence[Turn]) -> Route:
         text = text.strip()
-        context = current_department(history)
+        context = current_department(history, self._departments)
         probs = self.probabilities(text) if readable(text) else {}
         if probs:
             best = max(probs, key=probs.__getitem__)
@@ -175,10 +180,17 @@ class LearnedRouter:
         return Route(BASE, probs.get(BASE, 0.0), "fallback", text=text)
 
 
-def load_learned_router(directory: Path) -> LearnedRouter:
-    """Load the artifact in `directory`; RouterArtifactError says which file is wrong and how."""
+def load_learned_router(directory: Path, targets: Sequence[str] | None = None) -> LearnedRouter:
+    """Load the artifact in `directory`; RouterArtifactError says which file is wrong and how.
+
+    With `targets` (the company's departments and base), a router trained for other departments is refused.
+    """
     directory = Path(directory)
     metadata = _read_metadata(directory / METADATA_FILE)
+    if targets is not None and set(metadata.labels) != set(targets):
+        raise RouterForOtherDepartments(
+            f"the router in {directory} was trained for {', '.join(metadata.labels)}, but the company folder "
+            f"lists {', '.join(targets)}; run `switchboard train router`")
     model_path = directory / MODEL_FILE
     if not model_path.is_file():
         raise RouterArtifactError(f"router model {model_path} is missing; retrain the router")
@@ -227,9 +239,9 @@ def _read_metadata(path: Path) -> RouterMetadata:
         raise RouterArtifactError(f"router metadata {path} lacks or misnames fields: {exc}") from exc
     if metadata.method not in METHODS:
         raise RouterArtifactError(f"router metadata {path}: unknown method {metadata.method!r}")
-    if set(metadata.labels) != set(TARGETS):
+    if BASE not in metadata.labels or len(metadata.labels) < 2:
         raise RouterArtifactError(
-            f"router metadata {path}: labels {list(metadata.labels)} are not {list(TARGETS)}")
+            f"router metadata {path}: labels {list(metadata.labels)} must hold {BASE!r} and at least one department")
     for name in ("threshold", "switch_threshold"):
         value = getattr(metadata, name)
         if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:

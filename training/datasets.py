@@ -18,12 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.departments import DEPARTMENTS
+from core.company import BUNDLED_COMPANY, load_company
 from knowledge.handbook import Fact, parse_handbook
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = BUNDLED_COMPANY  # the example company, the default company folder
 OUT_OF_SCOPE_FILE = Path("router") / "out_of_scope.jsonl"  # relative to a data dir
-FACT_PREFIXES = {"hr": "HR", "finance": "FIN", "healthcare": "HC", "marketing": "MKT", "sales": "SAL"}
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv")
 
 # The cap keeps an exception readable; .problems always holds every problem.
@@ -122,10 +121,11 @@ class DepartmentFiles:
 
 
 def department_files(dept: str, data_dir: str | Path = DATA_DIR) -> DepartmentFiles:
-    """Where a department's files live inside a data dir (they may not exist)."""
-    if dept not in DEPARTMENTS:
-        raise ValueError(f"unknown department {dept!r}; expected one of {', '.join(DEPARTMENTS)}")
-    root = Path(data_dir) / dept
+    """Where a department's files live inside a company folder (they may not exist).
+
+    Raises CompanyError (a ValueError) when the folder's departments.yaml does not list `dept`.
+    """
+    root = Path(data_dir) / load_company(data_dir).department(dept).id
     return DepartmentFiles(
         handbook=root / "handbook.md",
         train=root / "train.jsonl",

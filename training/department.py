@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core.departments import BASE
+from core.company import BASE
 from core.messages import Grounding
 from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
 from inference.registry import Artifact
@@ -195,7 +195,7 @@ class EvalSuite:
     def ground(self, question: str) -> Grounding:
         assert self.knowledge is not None
         entries = self.knowledge.index.search(question, self.k)
-        return Grounding(tuple(entries), self.knowledge.handbook.not_covered)
+        return Grounding(tuple(entries), self.knowledge.not_covered)
 
     def recall(self) -> float | None:
         """Share of questions whose fact is among the k entries retrieved (None: no fact named)."""

@@ -64,7 +64,7 @@ class Grounder:
 
     @property
     def not_covered(self) -> str:
-        return self.knowledge.handbook.not_covered
+        return self.knowledge.not_covered
 
     def examples(self, records: Sequence[SftRecord], not_covered_questions: Sequence[str] = ()) -> list[Example]:
         examples = []

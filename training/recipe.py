@@ -1,4 +1,4 @@
-"""Training recipes: one YAML file per department, validated with precise errors."""
+"""Training recipes: one YAML file per department (departments.yaml names it), validated with precise errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.company import Department
 from core.yaml_file import YamlFileError, read_yaml_mapping
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
 Method = Literal["full", "lora", "qlora", "dpo"]
 Precision = Literal["auto", "fp32", "bf16"]
 
@@ -84,9 +84,9 @@ def load_recipe(path: Path) -> Recipe:
         raise RecipeError(_describe(error, str(path), lines)) from None
 
 
-def default_recipe(department: str) -> Recipe:
-    path = RECIPES_DIR / f"{department}.yaml"
-    return load_recipe(path) if path.exists() else Recipe()
+def default_recipe(department: Department) -> Recipe:
+    """The recipe departments.yaml names for the department, else the defaults (LoRA on grounded examples)."""
+    return load_recipe(department.recipe) if department.recipe else Recipe()
 
 
 def _describe(error: ValidationError, source: str, lines: dict[str, int]) -> str:

@@ -30,6 +30,8 @@ on TRAIN + VALIDATION: 15% more questions, and TEST stays untouched.
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import shutil
 import time
 import uuid
@@ -48,7 +50,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-from core.departments import BASE, DEPARTMENTS, TARGETS
+from core.company import BASE, BUNDLED_COMPANY, Company, load_company
 from router.learned import (
     FORMAT_VERSION,
     METADATA_FILE,
@@ -78,6 +80,11 @@ DEFAULT_METHOD = "tfidf-svm"
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.15  # of the whole data set
 EXTRA_FILE = "extra_{target}.jsonl"  # router-only TRAIN questions, in the dir of OUT_OF_SCOPE_FILE
+# Router-only TRAIN questions from a department's whole field (general health, selling technique...),
+# which its handbook never mentions; field_base.jsonl holds out-of-scope texts close to the fields.
+FIELD_FILE = "field_{target}.jsonl"
+# Held out, never trained on: field questions with their department, measured by `eval router`.
+FIELD_EVAL_FILE = "field_eval.jsonl"
 SWITCH_PRECISION = 0.99  # how sure a short follow-up must be to leave its conversation's department
 
 
@@ -129,6 +136,14 @@ class RouterEvaluation:
     per_class: tuple[ClassCount, ...]
     unseen_wording_accuracy: float | None
     n_unseen_wording: int
+    # The held-out field split (router/field_eval.jsonl): questions in a department's field that its
+    # handbook does not answer, and out-of-scope ones; None when the company has no such file.
+    field_department_accuracy: float | None = None
+    field_out_of_scope_to_base: float | None = None
+    n_field: int = 0
+    # Both held-out sets together: the split's TEST messages and the field split.
+    all_department_accuracy: float = 0.0
+    all_out_of_scope_to_base: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -148,24 +163,67 @@ class RouterTrainingReport:
 
 def load_examples(data_dir: str | Path = DATA_DIR) -> list[Example]:
     """Every routing example in file order: department user messages, then out-of-scope texts."""
+    company = load_company(data_dir)
     examples = [Example(user_text(r.instruction, r.input).strip(), dept, r.output)
-                for dept in DEPARTMENTS for r in load_sft(department_files(dept, data_dir).train)]
-    out_of_scope = load_out_of_scope(Path(data_dir) / OUT_OF_SCOPE_FILE)
+                for dept in company.ids for r in load_sft(department_files(dept, data_dir).train)]
+    out_of_scope = load_out_of_scope(_base_file(data_dir, OUT_OF_SCOPE_FILE.name))
     examples += [Example(text.strip(), BASE) for text in out_of_scope]
     return examples
 
 
+def _base_file(data_dir: str | Path, name: str) -> Path:
+    """The company's router/<name>, else the bundled example's: trivia, code and weather are out of
+    scope for every company, so a new company folder need not write its own."""
+    own = Path(data_dir) / OUT_OF_SCOPE_FILE.parent / name
+    return own if own.exists() else BUNDLED_COMPANY / OUT_OF_SCOPE_FILE.parent / name
+
+
 def load_extra_examples(data_dir: str | Path = DATA_DIR,
                         held_out: Sequence[Example] = ()) -> list[Example]:
-    """router/extra_<target>.jsonl and the paraphrase questions, minus any text also in `held_out`."""
-    seen = {_normalised(e.text) for e in held_out}
-    folder = (Path(data_dir) / OUT_OF_SCOPE_FILE).parent
-    paths = [(target, folder / EXTRA_FILE.format(target=target)) for target in TARGETS]
+    """router/extra_<target>.jsonl, router/field_<target>.jsonl and the paraphrase questions,
+    minus any text also in `held_out` or in the held-out field split."""
+    company = load_company(data_dir)
+    seen = {_normalised(e.text) for e in (*held_out, *load_field_examples(data_dir))}
+    folder = Path(data_dir) / OUT_OF_SCOPE_FILE.parent
+    paths = [(target, folder / pattern.format(target=target))
+             for target in company.ids for pattern in (EXTRA_FILE, FIELD_FILE)]
+    paths += [(BASE, _base_file(data_dir, pattern.format(target=BASE))) for pattern in (EXTRA_FILE, FIELD_FILE)]
     extra = [Example(text.strip(), target) for target, path in paths if path.exists()
              for text in load_out_of_scope(path)]
-    extra += [Example(user_text(r.instruction, r.input).strip(), dept) for dept in DEPARTMENTS
+    extra += [Example(user_text(r.instruction, r.input).strip(), dept) for dept in company.ids
               if (path := department_files(dept, data_dir).paraphrases).exists() for r in load_sft(path)]
     return [e for e in extra if _normalised(e.text) not in seen]
+
+
+def load_field_examples(data_dir: str | Path = DATA_DIR) -> list[Example]:
+    """The held-out field split, router/field_eval.jsonl ({"text", "department"}); [] when absent."""
+    path = Path(data_dir) / OUT_OF_SCOPE_FILE.parent / FIELD_EVAL_FILE
+    if not path.exists():
+        return []
+    targets = load_company(data_dir).targets
+    examples = []
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            text, label = record["text"], record["department"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f'{path}:{number}: expected {{"text": ..., "department": ...}}') from None
+        if label not in targets:
+            raise ValueError(f"{path}:{number}: field 'department': {label!r} is not one of {', '.join(targets)}")
+        examples.append(Example(str(text).strip(), label))
+    return examples
+
+
+def field_texts(company: Company) -> list[tuple[str, str]]:
+    """Each department's description, whole and topic by topic: the field the admin says it covers."""
+    pairs = []
+    for department in company.departments:
+        topics = re.split(r"[,;]|\band\b", department.description)
+        pairs += [(f"{department.name}: {department.description}", department.id)]
+        pairs += [(topic.strip(), department.id) for topic in topics if len(topic.strip()) > 2]
+    return pairs
 
 
 def _normalised(text: str) -> str:
@@ -219,8 +277,10 @@ def training_texts(train: Sequence[Example], data_dir: str | Path = DATA_DIR, au
     """(texts, labels) to fit on: TRAIN and `extra` examples, plus TRAIN answers and the handbooks if `augment`."""
     pairs = [(e.text, e.label) for e in (*train, *extra)]
     if augment:
+        company = load_company(data_dir)
         pairs += [(e.answer, e.label) for e in train if e.answer]
-        for dept in DEPARTMENTS:
+        pairs += field_texts(company)
+        for dept in company.ids:
             handbook = department_files(dept, data_dir).handbook
             if handbook.exists():
                 pairs += [(fact.text, dept) for fact in load_handbook(handbook)]
@@ -288,7 +348,7 @@ def train_router(data_dir: str | Path = DATA_DIR, *, out_dir: Path, method: str 
 
     metadata = RouterMetadata(
         format_version=FORMAT_VERSION, method=method, augmented=augment, threshold=threshold,
-        switch_threshold=switch_threshold, labels=TARGETS, seed=seed,
+        switch_threshold=switch_threshold, labels=load_company(data_dir).targets, seed=seed,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         sklearn_version=sklearn.__version__, data_sha256=split.data_sha256,
         test_department_accuracy=0.0, test_out_of_scope_to_base=0.0, extra_examples=len(extra),
@@ -314,14 +374,20 @@ def evaluate_router(router_dir: Path, data_dir: str | Path = DATA_DIR) -> Router
 
 
 def _evaluate(router: LearnedRouter, test: Sequence[Example], data_dir: str | Path) -> RouterEvaluation:
-    index = {label: i for i, label in enumerate(TARGETS)}
-    confusion = np.zeros((len(TARGETS), len(TARGETS)), dtype=int)
+    company = load_company(data_dir)
+    targets = company.targets
+    index = {label: i for i, label in enumerate(targets)}
+    confusion = np.zeros((len(targets), len(targets)), dtype=int)
     for example in test:
         confusion[index[example.label], index[router.route(example.text, []).department]] += 1
-    dept = [index[d] for d in DEPARTMENTS]
-    unseen = [(user_text(r.instruction, r.input), d) for d in DEPARTMENTS if department_files(d, data_dir).eval.exists()
+    dept = [index[d] for d in company.ids]
+    unseen = [(user_text(r.instruction, r.input), d) for d in company.ids if department_files(d, data_dir).eval.exists()
               for r in load_eval(department_files(d, data_dir).eval)]
     unseen_hits = sum(router.route(text, []).department == d for text, d in unseen)
+    field = load_field_examples(data_dir)
+    field_right = [(e.label, router.route(e.text, []).department == e.label) for e in field]
+    in_field = [right for label, right in field_right if label != BASE]
+    outside = [right for label, right in field_right if label == BASE]
     return RouterEvaluation(
         method=router.metadata.method,
         threshold=router.threshold,
@@ -329,12 +395,19 @@ def _evaluate(router: LearnedRouter, test: Sequence[Example], data_dir: str | Pa
         n_test=len(test),
         department_accuracy=float(confusion[dept, dept].sum() / confusion[dept].sum()),
         out_of_scope_to_base=float(confusion[index[BASE], index[BASE]] / confusion[index[BASE]].sum()),
-        labels=TARGETS,
+        labels=targets,
         confusion=tuple(tuple(int(n) for n in row) for row in confusion),
         per_class=tuple(ClassCount(label, int(confusion[i].sum()), int(confusion[i, i]))
-                        for i, label in enumerate(TARGETS)),
+                        for i, label in enumerate(targets)),
         unseen_wording_accuracy=unseen_hits / len(unseen) if unseen else None,
         n_unseen_wording=len(unseen),
+        field_department_accuracy=sum(in_field) / len(in_field) if in_field else None,
+        field_out_of_scope_to_base=sum(outside) / len(outside) if outside else None,
+        n_field=len(field),
+        all_department_accuracy=float((confusion[dept, dept].sum() + sum(in_field))
+                                      / (confusion[dept].sum() + len(in_field))),
+        all_out_of_scope_to_base=float((confusion[index[BASE], index[BASE]] + sum(outside))
+                                       / (confusion[index[BASE]].sum() + len(outside))),
     )
 
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from core.departments import DEPARTMENTS
+from core.company import COMPANY_FILE, CompanyError, load_company
 from training.datasets import (
     DATA_DIR,
-    FACT_PREFIXES,
     OUT_OF_SCOPE_FILE,
     Fact,
     MappingSpec,
@@ -191,14 +190,14 @@ def check_file_rows(path: str | Path, kind: str, mapping: MappingSpec = None) ->
     return rows, problems + check_rows(kind, rows, path)
 
 
-def check_handbook(facts: Sequence[Fact], path: str | Path, dept: str | None = None) -> list[Problem]:
-    """Duplicate ids, no facts at all, and (given the department) ids with another prefix."""
+def check_handbook(facts: Sequence[Fact], path: str | Path, dept: str | None = None,
+                   prefix: str | None = None) -> list[Problem]:
+    """Duplicate ids, no facts at all, and (given the department's fact prefix) ids with another prefix."""
     shown = display_path(path)
     if not facts:
         return [Problem(shown, None, None, "has no facts (expected bullet lines like '- **HR-07** text')")]
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
-    prefix = FACT_PREFIXES.get(dept or "")
     for fact in facts:
         earlier = first_line.setdefault(fact.id, fact.line)
         if earlier != fact.line:
@@ -209,17 +208,17 @@ def check_handbook(facts: Sequence[Fact], path: str | Path, dept: str | None = N
     return problems
 
 
-def _handbook_report(path: Path, dept: str | None = None) -> tuple[list[Fact], list[Problem]]:
+def _handbook_report(path: Path, dept: str | None = None, prefix: str | None = None) -> tuple[list[Fact], list[Problem]]:
     facts, problems = scan_handbook(path)
     if path.exists():
-        problems += check_handbook(facts, path, dept)
+        problems += check_handbook(facts, path, dept, prefix)
     return facts, problems
 
 
 # --- checks across files --------------------------------------------------
 
 
-def _check_fact_ids(rows: Sequence[Row], path: str | Path, fact_ids: set[str]) -> list[Problem]:
+def check_fact_ids(rows: Sequence[Row], path: str | Path, fact_ids: set[str]) -> list[Problem]:
     shown = display_path(path)
     problems = []
     for row in rows:
@@ -274,7 +273,7 @@ def _data_report(path: Path, kind: str, mapping: MappingSpec,
     # Without facts (or without the file) the problem already reported says it
     # all; checking against nothing would flag every record or every fact.
     if facts and path.exists():
-        problems += _check_fact_ids(rows, path, {fact.id for fact in facts})
+        problems += check_fact_ids(rows, path, {fact.id for fact in facts})
         if kind == "sft":
             problems += _check_coverage(rows, path, facts, MIN_TRAIN_QUESTIONS_PER_FACT)
         elif kind == "eval":
@@ -324,7 +323,8 @@ def validate_department(dept: str, data_dir: str | Path = DATA_DIR, *,
     """
     files = department_files(dept, data_dir)
     minimums = _is_bundled(data_dir) if require_minimums is None else require_minimums
-    facts, problems = _handbook_report(files.handbook, dept)
+    prefix = load_company(data_dir).department(dept).fact_prefix
+    facts, problems = _handbook_report(files.handbook, dept, prefix)
     train_rows, train_problems = _data_report(files.train, "sft", None, facts)
     eval_rows, eval_problems = _data_report(files.eval, "eval", None, facts)
     problems += train_problems + eval_problems + check_leakage(train_rows, files.train, eval_rows, files.eval)
@@ -358,15 +358,43 @@ def validate_department(dept: str, data_dir: str | Path = DATA_DIR, *,
 
 
 def validate_bundle(data_dir: str | Path = DATA_DIR, *, require_minimums: bool | None = None) -> list[Problem]:
-    """Every problem in all five departments plus the router's out-of-scope set."""
+    """Every problem in a company folder: departments.yaml, each department's files, the router's data."""
     minimums = _is_bundled(data_dir) if require_minimums is None else require_minimums
-    problems = [problem for dept in DEPARTMENTS
+    try:
+        company = load_company(data_dir)
+    except CompanyError as error:
+        return [Problem(str(error.path or Path(data_dir) / COMPANY_FILE), error.line, None, error.detail)]
+    problems = [problem for dept in company.ids
                 for problem in validate_department(dept, data_dir, require_minimums=minimums)]
+    problems += _router_files(Path(data_dir), company.targets)
     out_of_scope = Path(data_dir) / OUT_OF_SCOPE_FILE
+    if not out_of_scope.exists() and not minimums:
+        return problems  # the router then learns "out of scope" from the bundled example's set
     rows, router_problems = check_file_rows(out_of_scope, "out_of_scope")
     problems += router_problems
     if minimums:
         problems += _too_few(out_of_scope, "record", len(rows), MIN_BUNDLED_OUT_OF_SCOPE)
+    return problems
+
+
+def _router_files(data_dir: Path, targets: Sequence[str]) -> list[Problem]:
+    """router/extra_<id>.jsonl and field_<id>.jsonl name a department (or base); field_eval.jsonl labels too."""
+    problems: list[Problem] = []
+    folder = data_dir / OUT_OF_SCOPE_FILE.parent
+    for path in sorted([*folder.glob("extra_*.jsonl"), *folder.glob("field_*.jsonl")]):
+        if path.name == "field_eval.jsonl":
+            rows, file_problems = scan_rows(path)
+            problems += file_problems + [
+                Problem(display_path(path), row.line, "department", f"is {row.values.get('department')!r}; "
+                        f"use one of {', '.join(targets)}")
+                for row in rows if row.values.get("department") not in targets]
+            continue
+        target = path.stem.split("_", 1)[1]
+        if target not in targets:
+            problems.append(Problem(display_path(path), None, None, f"names {target!r}, which departments.yaml "
+                                    f"does not list ({', '.join(targets)})"))
+            continue
+        problems += check_file_rows(path, "out_of_scope")[1]
     return problems
 
 

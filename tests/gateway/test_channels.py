@@ -11,11 +11,12 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from bots.events import Message
+from core.company import load_company
 from core.messages import IncomingMessage
 from gateway.app import create_app
 from gateway.channels import Responder
 from gateway.components import build_components
-from gateway.pipeline import HELP_TEXT
+from gateway.pipeline import help_text
 from tests.bots.telegram import payloads
 from tests.bots.telegram.fake_bot_api import TOKEN, FakeBotApi
 from tests.bots.whatsapp.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM, load_form
@@ -104,7 +105,7 @@ def test_telegram_commands_and_media(server, bot_api):
     start = sample("start_command.json")
     assert post_telegram(server, start).status_code == 200
     chat = start["message"]["chat"]["id"]
-    wait_for(lambda: HELP_TEXT in sent_texts(bot_api, chat))
+    wait_for(lambda: help_text(load_company()) in sent_texts(bot_api, chat))
     photo = sample("photo_caption.json")
     photo["update_id"] += 1000
     photo["message"].pop("caption", None)

@@ -2,8 +2,9 @@
 
 import pytest
 
+from core.company import load_company
 from core.messages import IncomingMessage
-from gateway.pipeline import HELP_TEXT, RESET_TEXT
+from gateway.pipeline import RESET_TEXT, help_text
 from tests.conftest import run
 
 pytestmark = pytest.mark.slow
@@ -52,4 +53,4 @@ def test_a_department_command_sticks_until_auto(smollm2_components):
     released = say(smollm2_components, "/auto What is 2 + 2?", conversation="pin")
     assert released.route.department == "base" and released.route.reason in ("classifier", "fallback")
     assert not released.route.pinned
-    assert say(smollm2_components, "/help", conversation="pin").text == HELP_TEXT
+    assert say(smollm2_components, "/help", conversation="pin").text == help_text(load_company())

@@ -14,13 +14,13 @@ import time
 import pytest
 import torch
 
+from core.company import load_company
 from core.messages import Turn
 from inference.artifacts import attach_adapter, load_causal_lm
 from inference.base import GenerationParams
 from inference.batching import NO_ADAPTER, BatchEngine, DecodeRequest, EngineStopped, choose_tokens
 from inference.chat_format import encode_chat
 from inference.local import LocalBackend
-from inference.prompts import DEFAULT_SYSTEM_PROMPTS, system_prompts
 from inference.registry import Artifact
 from tests.conftest import run, write_registry
 
@@ -55,7 +55,7 @@ def models_dir(adapters, tmp_path_factory):
 
 
 def loaded(models_dir, tiny_model_dir, **options) -> LocalBackend:
-    backend = LocalBackend(models_dir, system_prompts(), **options)
+    backend = LocalBackend(models_dir, load_company().system_prompts(), **options)
     backend.load(str(tiny_model_dir))
     return backend
 
@@ -76,7 +76,7 @@ def peft_model(tiny_model_dir, adapters):
 
 
 def prompt_ids(tokenizer, department: str, question: str) -> list[int]:
-    return encode_chat(tokenizer, DEFAULT_SYSTEM_PROMPTS[department], ask(question), add_generation_prompt=True)
+    return encode_chat(tokenizer, load_company().system_prompts()[department], ask(question), add_generation_prompt=True)
 
 
 def solo_greedy(model, tokenizer, request: DecodeRequest) -> list[int]:

@@ -2,10 +2,10 @@
 
 import pytest
 
+from core.company import load_company
 from core.messages import Turn
 from inference.base import GenerationParams, InputTooLong
 from inference.local import LocalBackend
-from inference.prompts import system_prompts
 from tests.conftest import run, write_registry
 
 QUESTION = [Turn("user", "How many casual leaves do I get?")]
@@ -13,7 +13,7 @@ GREEDY = GenerationParams(max_new_tokens=12)
 
 
 def loaded_backend(models_dir, tiny_model_dir) -> LocalBackend:
-    backend = LocalBackend(models_dir, system_prompts())
+    backend = LocalBackend(models_dir, load_company().system_prompts())
     backend.load(str(tiny_model_dir))
     return backend
 

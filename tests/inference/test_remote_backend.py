@@ -24,15 +24,16 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from core.departments import TARGETS
+from core.company import load_company
 from core.messages import IncomingMessage, Turn
 from gateway.app import create_app
 from gateway.components import build_components
 from gateway.settings import SettingsError, load_settings
 from inference.base import BackendError, BackendUnavailable, GenerationParams, InputTooLong
-from inference.prompts import DEFAULT_SYSTEM_PROMPTS, system_prompts
 from inference.remote import OpenAIBackend
 from tests.conftest import REPO, LiveServer, make_settings, run
+
+TARGETS = load_company().targets  # the bundled example company
 
 MAX_NEW_TOKENS = 8
 # The tiny model's random weights repeat a newline (stripped to nothing) unless penalised.
@@ -194,7 +195,7 @@ def test_models_name_the_remote_model_and_url_per_department(gateway, remote):
 def test_a_department_can_have_a_server_of_its_own(remote, tiny_model_dir):
     # The same server under another name stands in for hr's full-model server.
     own = f"http://localhost:{remote.port}/v1"
-    backend = OpenAIBackend(remote.url + "/v1", system_prompts(), department_urls={"hr": own})
+    backend = OpenAIBackend(remote.url + "/v1", load_company().system_prompts(), department_urls={"hr": own})
     backend.load(str(tiny_model_dir))
     rows = {row.department: row.source for row in backend.models()}
     assert rows["hr"] == f"hr at {own}" and rows["finance"] == f"finance at {remote.url}/v1"
@@ -249,7 +250,7 @@ def test_settings_choose_the_backend_and_name_what_is_missing(monkeypatch, tmp_p
 
 def test_an_unreachable_server_is_a_clear_error(tiny_model_dir, tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    backend = OpenAIBackend(url, system_prompts(), max_retries=0)
+    backend = OpenAIBackend(url, load_company().system_prompts(), max_retries=0)
     backend.load(str(tiny_model_dir))
     assert backend.ready  # the server may start after the gateway
     assert all(row.note.startswith(f"could not list the models at {url}") for row in backend.models())
@@ -330,7 +331,7 @@ def sse(model: str):
 def test_the_request_carries_our_system_prompt_and_vllm_sampling_fields(tiny_model_dir):
     app = vllm_stand_in(["base", "hr"])
     with LiveServer(app) as live:
-        backend = OpenAIBackend(live.url + "/v1", system_prompts())
+        backend = OpenAIBackend(live.url + "/v1", load_company().system_prompts())
         backend.load(str(tiny_model_dir))
         history = [Turn("user", "hi"), Turn("assistant", "Hello!"), Turn("user", QUESTION)]
         generation = run(backend.generate("hr", history, GenerationParams(64, 0.7, 0.9, 1.2)))
@@ -338,7 +339,7 @@ def test_the_request_carries_our_system_prompt_and_vllm_sampling_fields(tiny_mod
     sent = app.state.requests[-1]
     assert sent["model"] == "hr"
     assert sent["messages"] == [
-        {"role": "system", "content": DEFAULT_SYSTEM_PROMPTS["hr"]},
+        {"role": "system", "content": load_company().system_prompts()["hr"]},
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": QUESTION},
@@ -351,7 +352,7 @@ def test_the_request_carries_our_system_prompt_and_vllm_sampling_fields(tiny_mod
 def test_stream_deltas_join_to_the_stripped_text_with_usage_from_the_last_chunk(tiny_model_dir):
     app = vllm_stand_in(["base"])
     with LiveServer(app) as live:
-        backend = OpenAIBackend(live.url + "/v1", system_prompts())
+        backend = OpenAIBackend(live.url + "/v1", load_company().system_prompts())
         backend.load(str(tiny_model_dir))
         stream = backend.stream("base", [Turn("user", QUESTION)], PARAMS)
         pieces = run(deltas(stream))
@@ -368,18 +369,18 @@ def test_a_department_the_server_does_not_serve_gets_the_base_model_with_its_pro
     # finance is listed but its adapter has gone by the time it is asked for.
     app = vllm_stand_in(["base", "hr", "finance"], gone=("finance",))
     with LiveServer(app) as live:
-        backend = OpenAIBackend(live.url + "/v1", system_prompts())
+        backend = OpenAIBackend(live.url + "/v1", load_company().system_prompts())
         backend.load(str(tiny_model_dir))
         rows = {row.department: row for row in backend.models()}
         assert rows["sales"].source == f"base at {live.url}/v1" and "serves no 'sales' model" in rows["sales"].note
         assert rows["hr"].source == f"hr at {live.url}/v1" and not rows["hr"].note
 
         assert run(backend.generate("sales", [Turn("user", QUESTION)], PARAMS)).text == "base here"
-        assert app.state.requests[-1]["messages"][0]["content"] == DEFAULT_SYSTEM_PROMPTS["sales"]
+        assert app.state.requests[-1]["messages"][0]["content"] == load_company().system_prompts()["sales"]
 
         assert run(backend.generate("finance", [Turn("user", QUESTION)], PARAMS)).text == "base here"
         assert [r["model"] for r in app.state.requests[-2:]] == ["finance", "base"]
-        assert app.state.requests[-1]["messages"][0]["content"] == DEFAULT_SYSTEM_PROMPTS["finance"]
+        assert app.state.requests[-1]["messages"][0]["content"] == load_company().system_prompts()["finance"]
         assert {row.department: row.source for row in backend.models()}["finance"] == f"base at {live.url}/v1"
         backend.close()
 
@@ -387,7 +388,7 @@ def test_a_department_the_server_does_not_serve_gets_the_base_model_with_its_pro
 def test_old_turns_go_while_the_server_says_the_context_is_too_long(tiny_model_dir):
     app = vllm_stand_in(["base"], context_chars=1000)
     with LiveServer(app) as live:
-        backend = OpenAIBackend(live.url + "/v1", system_prompts())
+        backend = OpenAIBackend(live.url + "/v1", load_company().system_prompts())
         backend.load(str(tiny_model_dir))
         old = [Turn("user", "x" * 600), Turn("assistant", "y" * 300)]
         assert run(backend.generate("base", [*old, Turn("user", QUESTION)], PARAMS)).text == "base here"
@@ -404,7 +405,7 @@ def test_old_turns_go_while_the_server_says_the_context_is_too_long(tiny_model_d
 ])
 def test_server_errors_name_the_server_and_what_it_said(tiny_model_dir, status, error_type, fragment):
     with LiveServer(vllm_stand_in(["base"], status=status)) as live:
-        backend = OpenAIBackend(live.url + "/v1", system_prompts(), max_retries=0)
+        backend = OpenAIBackend(live.url + "/v1", load_company().system_prompts(), max_retries=0)
         backend.load(str(tiny_model_dir))
         with pytest.raises(error_type, match=re.escape(f"{live.url}/v1 {fragment}")) as raised:
             run(backend.generate("base", [Turn("user", QUESTION)], PARAMS))

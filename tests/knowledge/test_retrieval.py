@@ -5,10 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from core.departments import DEPARTMENTS
+from core.company import load_company
 from core.messages import Turn
 from knowledge.library import HandbookLibrary
+from tests.company_folder import write_company_file
 from training.datasets import DATA_DIR, department_files, load_eval
+
+DEPARTMENTS = load_company().ids  # the bundled example company
 
 # Measured recall@3 on eval.jsonl (never indexed) is 93-97% per department (README, Grounding);
 # the floor leaves one or two questions of slack for small data edits.
@@ -17,7 +20,7 @@ MIN_RECALL_AT_3 = 0.90
 
 @pytest.fixture(scope="module")
 def library() -> HandbookLibrary:
-    return HandbookLibrary(DATA_DIR, DEPARTMENTS)
+    return HandbookLibrary(load_company())
 
 
 def top(library: HandbookLibrary, department: str, text: str, history=()) -> list[str]:
@@ -60,7 +63,7 @@ def test_departments_without_a_handbook_get_no_grounding(library) -> None:
 
 def test_an_edited_handbook_is_reindexed(tmp_path: Path) -> None:
     shutil.copytree(DATA_DIR / "hr", tmp_path / "hr")
-    library = HandbookLibrary(tmp_path, ["hr"])
+    library = HandbookLibrary(load_company(write_company_file(tmp_path)))
     assert library.refresh() == []  # nothing changed
     handbook = tmp_path / "hr" / "handbook.md"
     handbook.write_text(handbook.read_text().replace("Casual leave (CL) is 8 days", "Casual leave (CL) is 10 days"))

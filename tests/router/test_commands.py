@@ -1,9 +1,10 @@
 import pytest
 
+from core.company import load_company
 from core.messages import Turn
 from router.commands import CommandRouter, FallbackRouter, parse_command
 
-router = CommandRouter(automatic=FallbackRouter())
+router = CommandRouter(FallbackRouter(), load_company().targets)
 
 
 @pytest.mark.parametrize(

@@ -7,13 +7,13 @@ import time
 import httpx
 import pytest
 
+from core.company import load_company
 from core.messages import Entry, Grounding, Turn
 from gateway.app import create_app
 from gateway.components import build_components
 from inference.base import GenerationParams
 from inference.chat_format import cite
 from inference.local import LocalBackend
-from inference.prompts import DEFAULT_SYSTEM_PROMPTS, system_prompts
 from knowledge.library import HandbookLibrary
 from tests.conftest import LiveServer, make_settings, run, write_registry
 from training import full
@@ -50,7 +50,7 @@ def copying_model(smollm2_dir, tmp_path_factory):
     models_dir = tmp_path_factory.mktemp("grounded") / "models"
     rng = random.Random(0)
     recipe = Recipe(method="full", epochs=2, batch_size=8, learning_rate=1e-4, max_length=256, warmup_ratio=0)
-    job = TrainingJob("hr", str(smollm2_dir), DEFAULT_SYSTEM_PROMPTS["hr"], [example(rng) for _ in range(64)],
+    job = TrainingJob("hr", str(smollm2_dir), load_company().system_prompts()["hr"], [example(rng) for _ in range(64)],
                       recipe, models_dir / "hr" / "full-run", show_progress=False)
     result = full.train(job)
     write_registry(models_dir, {"hr": {"kind": "full", "path": "hr/full-run/artifact"}})
@@ -71,7 +71,7 @@ def company(tmp_path, days: int):
 def test_a_grounded_model_copies_numbers_it_never_saw_in_training(copying_model, smollm2_dir, tmp_path):
     models_dir, result = copying_model
     assert result.stages[0].last_loss < result.stages[0].first_loss
-    backend = LocalBackend(models_dir, system_prompts())
+    backend = LocalBackend(models_dir, load_company().system_prompts())
     backend.load(str(smollm2_dir))
     right = 0
     for days in (13, 47, 71, 88):  # 71 and 88 are outside every training draw (2-60)

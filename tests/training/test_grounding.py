@@ -30,7 +30,7 @@ def test_each_question_sees_its_own_fact_among_the_next_ranked(hr):
     plan = GroundingPlan(k=3, no_oracle_share=0.1, answer="record")
     examples = Grounder(knowledge, plan).examples(records, outside)
     assert len(examples) == len(records) + len(outside)
-    not_covered = knowledge.handbook.not_covered
+    not_covered = knowledge.not_covered
     cited = [e for e in examples[: len(records)] if e.answer != not_covered]
     for example, record in zip(examples, records, strict=False):
         ids = [entry.id for entry in example.grounding.entries]

@@ -5,10 +5,11 @@ from dataclasses import replace
 
 import pytest
 
+from core.company import load_company
 from core.messages import Turn
 from inference.base import GenerationParams
 from inference.local import LocalBackend
-from inference.prompts import DEFAULT_SYSTEM_PROMPTS, system_prompts
+from tests.company_folder import write_company_file
 from tests.conftest import run
 from training import dpo, full, lora
 from training.datasets import DatasetError, department_files, load_not_covered, load_preferences, load_sft
@@ -18,7 +19,8 @@ from training.job import TrainingJob, load_tokenizer
 from training.promotion import ModelVersion, promote
 from training.recipe import Recipe
 
-PROMPT = DEFAULT_SYSTEM_PROMPTS["finance"]
+PROMPTS = load_company().system_prompts()  # the bundled example company
+PROMPT = PROMPTS["finance"]
 FAST = Recipe(epochs=3, batch_size=4, learning_rate=1e-2, max_length=112, lora_r=8, lora_alpha=16, grounding=False)
 
 
@@ -36,7 +38,7 @@ def job_for(method, tiny_model_dir, run_dir, records, **recipe) -> TrainingJob:
 
 
 def served_answer(models_dir, tiny_model_dir, department="finance") -> tuple[str, str]:
-    backend = LocalBackend(models_dir, system_prompts())
+    backend = LocalBackend(models_dir, PROMPTS)
     backend.load(str(tiny_model_dir))
     serving = {m.department: m.serving for m in backend.models()}[department]
     text = run(backend.generate(department, [Turn("user", "When is Form 16 issued?")], GenerationParams(max_new_tokens=8)))
@@ -129,12 +131,13 @@ def test_dry_run_plan_counts_parameters_and_steps(tiny_model_dir, tmp_path, reco
 
 
 def test_bad_training_data_is_a_clear_error(tmp_path, tiny_model_dir):
+    write_company_file(tmp_path)
     for department in ("finance",):
         directory = tmp_path / department
         directory.mkdir()
         (directory / "train.jsonl").write_text('{"instruction": "q", "input": "", "output": "", "fact": "FIN-01"}\n')
     with pytest.raises(DatasetError, match="train.jsonl:1: field 'output' is empty"):
-        make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", system_prompts(), data_dir=tmp_path)
+        make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", PROMPTS, data_dir=tmp_path)
 
 
 def test_evaluation_scores_base_and_trained(tiny_model_dir, tmp_path, records):
@@ -153,15 +156,16 @@ def test_evaluation_scores_base_and_trained(tiny_model_dir, tmp_path, records):
 
 
 def test_paraphrases_join_the_department_training_set(tmp_path, tiny_model_dir):
+    write_company_file(tmp_path)
     directory = tmp_path / "finance"
     directory.mkdir()
     answer = " ".join(["Form 16 Part A and Part B reach you through Kosh by 15 June every year."] * 3)
     record = '{{"instruction": "{q}", "input": "", "output": "' + answer + '", "fact": "FIN-01"}}\n'
     (directory / "train.jsonl").write_text(record.format(q="When is Form 16 issued?"))
-    job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", system_prompts(), data_dir=tmp_path)
+    job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", PROMPTS, data_dir=tmp_path)
     assert [e.question for e in job.examples] == ["When is Form 16 issued?"]
     (directory / "paraphrases.jsonl").write_text(record.format(q="form 16 kab milega?"))
-    job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", system_prompts(), data_dir=tmp_path)
+    job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", PROMPTS, data_dir=tmp_path)
     assert [e.question for e in job.examples] == ["When is Form 16 issued?", "form 16 kab milega?"]
 
 
@@ -170,11 +174,11 @@ def test_every_method_trains_on_grounded_examples(method, tiny_model_dir, tmp_pa
     from inference.chat_format import split_citations
 
     recipe = FAST.with_overrides(method=method, grounding=True, max_length=384, epochs=1, batch_size=8)
-    job = make_job("finance", recipe, str(tiny_model_dir), tmp_path / "models", system_prompts(), show_progress=False)
+    job = make_job("finance", recipe, str(tiny_model_dir), tmp_path / "models", PROMPTS, show_progress=False)
     assert job.knowledge is not None
     cited = [e for e in job.examples if split_citations(e.answer)[1]]
     assert cited and all(split_citations(e.answer)[1][0] in [x.id for x in e.grounding.entries] for e in cited)
-    not_covered = [e for e in job.examples if e.answer == job.knowledge.handbook.not_covered]
+    not_covered = [e for e in job.examples if e.answer == job.knowledge.not_covered]
     assert len(not_covered) > len(load_not_covered(department_files("finance").not_covered))  # + the no-oracle share
     if method == "dpo":
         assert all(p.grounding is not None for p in job.preferences)
@@ -186,7 +190,7 @@ def test_every_method_trains_on_grounded_examples(method, tiny_model_dir, tmp_pa
 
 
 def test_a_recipe_without_grounding_trains_on_the_plain_records(tiny_model_dir, tmp_path):
-    job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", system_prompts())
+    job = make_job("finance", FAST, str(tiny_model_dir), tmp_path / "models", PROMPTS)
     assert job.knowledge is None and all(e.grounding is None for e in job.examples)
     records = load_sft(department_files("finance").train) + load_sft(department_files("finance").paraphrases)
     assert [e.answer for e in job.examples] == [r.output for r in records]

@@ -15,7 +15,7 @@ def test_first_model_must_beat_base_and_goes_live(tmp_path):
     register_candidate(tmp_path, "hr", first)
     assert promote(tmp_path, "hr", first).promoted
     assert live_version(tmp_path, "hr") == first
-    served = read_registry(tmp_path).artifacts["hr"]
+    served = read_registry(tmp_path, ["hr"]).artifacts["hr"]
     assert served.kind == "adapter" and served.path == (tmp_path / "hr/lora-1/artifact").resolve()
 
 
@@ -43,7 +43,7 @@ def test_rollback_restores_the_previous_version_and_then_base(tmp_path):
     promote(tmp_path, "hr", two)
     assert rollback(tmp_path, "hr") == one
     assert rollback(tmp_path, "hr") is None
-    assert "hr" not in read_registry(tmp_path).artifacts
+    assert "hr" not in read_registry(tmp_path, ["hr"]).artifacts
     with pytest.raises(RegistryError, match="no live model"):
         rollback(tmp_path, "hr")
 

@@ -1,15 +1,20 @@
 import pytest
 
-from training.recipe import RECIPES_DIR, Recipe, RecipeError, default_recipe, load_recipe
+from core.company import BUNDLED_COMPANY, Department, load_company
+from training.recipe import Recipe, RecipeError, default_recipe, load_recipe
 
 
 def test_bundled_recipes_follow_the_course():
-    methods = {d: default_recipe(d).method for d in ("hr", "healthcare", "marketing", "sales", "finance")}
+    methods = {d.id: default_recipe(d).method for d in load_company().departments}
     assert methods == {"hr": "full", "healthcare": "lora", "marketing": "qlora", "sales": "lora", "finance": "dpo"}
 
 
+def test_a_department_without_a_recipe_gets_the_defaults():
+    assert default_recipe(Department("it", "IT", "laptops", "You are ...")) == Recipe()
+
+
 def test_every_bundled_recipe_file_loads():
-    recipes = {path.stem: load_recipe(path) for path in RECIPES_DIR.glob("*.yaml")}
+    recipes = {path.stem: load_recipe(path) for path in (BUNDLED_COMPANY / "recipes").glob("*.yaml")}
     assert recipes["all-full"].method == "full" and recipes["all-full"].learning_rate == 3e-4
     assert all(recipe.grounding and recipe.grounding_answer == "entry" for recipe in recipes.values())
 

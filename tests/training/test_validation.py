@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from core.departments import DEPARTMENTS
-from training.datasets import DATA_DIR, FACT_PREFIXES, display_path
+from core.company import load_company
+from tests.company_folder import write_company_file
+from training.datasets import DATA_DIR, display_path
 from training.scoring import contains_all, missing, normalise
 from training.validation import (
     DepartmentStats,
@@ -16,6 +17,8 @@ from training.validation import (
     validate_department,
     validate_file,
 )
+
+DEPARTMENTS = load_company().ids  # the bundled example company
 
 ANSWER = " ".join(["Leave requests go through Saathi and need manager approval."] * 5)  # 45 words
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
@@ -39,7 +42,8 @@ def evalrec(instruction: str, fact: str = "HR-01", **extra: object) -> dict:
 
 def make_department(root: Path, dept: str, facts: int = 2) -> None:
     """A small department that passes every check: 4 train and 1 eval question per fact."""
-    prefix = FACT_PREFIXES[dept]
+    write_company_file(root)
+    prefix = load_company().department(dept).fact_prefix
     ids = [f"{prefix}-{n:02d}" for n in range(1, facts + 1)]
     (root / dept).mkdir(parents=True, exist_ok=True)
     (root / dept / "handbook.md").write_text(
