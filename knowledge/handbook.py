@@ -1,7 +1,7 @@
 """A department handbook read into facts: the markdown format every handbook follows.
 
     # HR handbook — Sahyadri Home Appliances        <- the department's display name
-    **Helpdesk:** the HR helpdesk on extension 4420  <- who the "not covered" reply names
+    **Helpdesk:** the HR helpdesk on extension 4420  <- optional: departments.yaml's `helpdesk` comes first
     ## Leave                                        <- section of the facts below it
     - **HR-03** Casual leave (CL) is 8 days ...     <- one fact
       an indented line continues the fact above
