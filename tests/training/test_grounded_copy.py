@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+import yaml
 
 from core.company import load_company
 from core.messages import Entry, Grounding, Turn
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 LEAVES = ["casual", "sick", "marriage", "bereavement", "study", "sabbatical", "paternity", "volunteer"]
 NOT_COVERED = "The HR handbook does not cover that."
 SHORT = GenerationParams(max_new_tokens=24)
+PROMPT = load_company().system_prompts()["hr"]
 
 
 def fact(kind: str, days: int) -> str:
@@ -50,7 +52,7 @@ def copying_model(smollm2_dir, tmp_path_factory):
     models_dir = tmp_path_factory.mktemp("grounded") / "models"
     rng = random.Random(0)
     recipe = Recipe(method="full", epochs=2, batch_size=8, learning_rate=1e-4, max_length=256, warmup_ratio=0)
-    job = TrainingJob("hr", str(smollm2_dir), load_company().system_prompts()["hr"], [example(rng) for _ in range(64)],
+    job = TrainingJob("hr", str(smollm2_dir), PROMPT, [example(rng) for _ in range(64)],
                       recipe, models_dir / "hr" / "full-run", show_progress=False)
     result = full.train(job)
     write_registry(models_dir, {"hr": {"kind": "full", "path": "hr/full-run/artifact"}})
@@ -61,6 +63,8 @@ def company(tmp_path, days: int):
     """A one-department company whose handbook says `days` days of casual leave."""
     folder = tmp_path / "hr"
     folder.mkdir(exist_ok=True)
+    hr = {"id": "hr", "name": "HR", "description": "leave", "system_prompt": PROMPT}  # the prompt it trained on
+    (tmp_path / "departments.yaml").write_text(yaml.safe_dump({"company": "Acme", "departments": [hr]}))
     lines = ["# HR handbook", "", "## Leave", ""]
     lines += [f"- **HR-{i + 1:02d}** {fact(kind, days if kind == 'casual' else 10 + 3 * i)}"
               for i, kind in enumerate(LEAVES)]
@@ -75,7 +79,7 @@ def test_a_grounded_model_copies_numbers_it_never_saw_in_training(copying_model,
     backend.load(str(smollm2_dir))
     right = 0
     for days in (13, 47, 71, 88):  # 71 and 88 are outside every training draw (2-60)
-        library = HandbookLibrary(company(tmp_path, days), ["hr"])
+        library = HandbookLibrary(load_company(company(tmp_path, days)))
         grounding = library.retrieve("hr", "How many days of casual leave do I get?", 3)
         assert grounding.entries[0].id == "HR-01"
         reply = run(backend.generate("hr", [Turn("user", "How many days of casual leave do I get?")], SHORT, grounding))
