@@ -32,11 +32,10 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from inference.base import GenerationParams
+from inference.gathered_lora import NO_ADAPTER
 
 log = logging.getLogger(__name__)
 
-# PEFT's name for "no adapter" in a mixed-adapter batch.
-NO_ADAPTER = "__base__"
 # An engine's thread ends after this long without work; the next request starts a new one.
 _IDLE_EXIT_S = 30.0
 # Loop failures in a row (no decode step between them) after which an engine gives up.
@@ -59,6 +58,7 @@ class DecodeRequest:
 class Decoded:
     token_ids: list[int]  # the answer, without the stop token
     finish_reason: str  # "stop" or "length", as in Generation
+    first_token_at: float | None = None  # time.perf_counter() when prefill chose the first token
 
 
 @dataclass
@@ -114,6 +114,7 @@ class _Row:
     next_token: int = 0  # chosen, not yet fed to the model
     position: int = 0  # position id of `next_token`
     generated: list[int] = field(default_factory=list)
+    first_token_at: float | None = None
 
 
 class BatchEngine:
@@ -132,6 +133,8 @@ class BatchEngine:
             raise ValueError("max_batch_size must be at least 1")
         self._model = model
         self._peft = hasattr(model, "peft_config")  # only PEFT models take `adapter_names`
+        # A model whose adapters are gathered (inference/gathered_lora.py) is told the rows' adapters instead.
+        self._adapter_rows = getattr(model, "adapter_rows", None)
         self._max_rows = max_batch_size
         self._window_s = window_s
         # Engines of one backend share it so two models never run forward passes at once
@@ -313,6 +316,7 @@ class BatchEngine:
         seen = torch.zeros(logits.shape, dtype=torch.bool, device=device)
         row.next_token = int(choose_tokens(logits, seen, *_row_settings([row], device))[0])
         row.position = prompt.shape[1]
+        row.first_token_at = time.perf_counter()
         seen[0, row.next_token] = True
         self._stats.prefill_seconds += time.perf_counter() - started
         return cache, seen
@@ -362,17 +366,21 @@ class BatchEngine:
         """Account for the row's newly chosen token; True when the row is done."""
         request, token = row.request, row.next_token
         if token in request.stop_ids:
-            _deliver(row, Decoded(row.generated, "stop"))
+            _deliver(row, Decoded(row.generated, "stop", row.first_token_at))
             return True
         row.generated.append(token)
         if row.ticket.tokens is not None and not _send_token(row, token):
             return True  # the caller's loop is gone: nobody is listening
         if len(row.generated) >= request.params.max_new_tokens:
-            _deliver(row, Decoded(row.generated, "length"))
+            _deliver(row, Decoded(row.generated, "length", row.first_token_at))
             return True
         return False
 
     def _adapter_kwargs(self, rows: list[_Row]) -> dict[str, Any]:
+        """Select each row's adapter: on the gathered layers, or as PEFT's `adapter_names`."""
+        if self._adapter_rows is not None:
+            self._adapter_rows.select([row.request.adapter for row in rows], self._model.device)
+            return {}
         if not self._peft:
             return {}
         return {"adapter_names": [row.request.adapter or NO_ADAPTER for row in rows]}

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # the engine imports torch, which this module loads only when
 
 log = logging.getLogger(__name__)
 
-# PEFT's name for "no adapter" in a mixed-adapter batch (inference.batching.NO_ADAPTER).
+# PEFT's name for "no adapter" in a mixed-adapter batch (inference.gathered_lora.NO_ADAPTER).
 _NO_ADAPTER = "__base__"
 # How long shutdown waits for each engine thread to finish its current step.
 _JOIN_TIMEOUT_S = 10.0
@@ -117,6 +117,11 @@ class LocalBackend:
                     notes[department] = _load_failure(artifact, error)
 
         no_adapter = _NO_ADAPTER if shared is not base else None
+        if shared is not base:
+            from inference.gathered_lora import gather_adapters
+
+            # One batched matmul pair per layer for any mix of departments, not one per adapter.
+            shared = gather_adapters(shared) or shared
         engines: dict[int, BatchEngine] = {}
 
         def serve(model: Any, tok: Any, adapter: str | None, info: DepartmentModel) -> _Served:
@@ -321,6 +326,7 @@ def _generation(entry: _Served, prompt_tokens: int, decoded: Decoded) -> Generat
         prompt_tokens=prompt_tokens,
         completion_tokens=len(decoded.token_ids),
         finish_reason=decoded.finish_reason,
+        first_token_at=decoded.first_token_at,
     )
 
 
@@ -334,14 +340,20 @@ def _load_failure(artifact: Artifact, error: Exception) -> str:
 
 def _with_memory(entry: _Served) -> _Served:
     """The entry with the parameter bytes it holds (see DepartmentModel.memory_bytes)."""
+    return dataclasses.replace(entry, info=dataclasses.replace(entry.info, memory_bytes=_memory_bytes(entry)))
+
+
+def _memory_bytes(entry: _Served) -> int:
+    rows = getattr(entry.model, "adapter_rows", None)  # gathered adapters are buffers, counted when stacked
+    if entry.info.serving == "adapter" and rows is not None:
+        return rows.bytes[entry.adapter]
     parameters = list(entry.model.named_parameters())
     if entry.info.serving == "adapter":
         marker = f".{entry.adapter}."  # PEFT names them ...lora_A.<adapter>.weight
         chosen = [p for name, p in parameters if "lora_" in name and marker in name]
     else:
         chosen = [p for name, p in parameters if "lora_" not in name]
-    size = sum(p.numel() * p.element_size() for p in chosen)
-    return dataclasses.replace(entry, info=dataclasses.replace(entry.info, memory_bytes=size))
+    return sum(p.numel() * p.element_size() for p in chosen)
 
 
 def _info(artifact: Artifact) -> DepartmentModel:

@@ -20,6 +20,7 @@ from inference.artifacts import attach_adapter, load_causal_lm
 from inference.base import GenerationParams
 from inference.batching import NO_ADAPTER, BatchEngine, DecodeRequest, EngineStopped, choose_tokens
 from inference.chat_format import encode_chat
+from inference.gathered_lora import gather_adapters
 from inference.local import LocalBackend
 from inference.registry import Artifact
 from tests.conftest import run, write_registry
@@ -75,6 +76,39 @@ def peft_model(tiny_model_dir, adapters):
     return model
 
 
+@pytest.fixture(scope="module")
+def gathered_model(tiny_model_dir, adapters):
+    """The same adapters on their own base, gathered into stacked per-layer weights."""
+    model = load_causal_lm(tiny_model_dir)
+    for department, path in adapters.items():
+        model = attach_adapter(model, Artifact(department, "adapter", path))
+    return gather_adapters(model)
+
+
+def test_gathered_layers_give_peft_logits_for_any_mix_of_rows(peft_model, gathered_model):
+    torch.manual_seed(0)
+    ids = torch.randint(100, 2000, (6, 12))
+    adapters = [None, "hr", "finance", "sales", "hr", None]
+    with torch.inference_mode():
+        expected = peft_model(input_ids=ids, adapter_names=[a or NO_ADAPTER for a in adapters]).logits
+        gathered_model.adapter_rows.select(adapters, "cpu")
+        got = gathered_model(input_ids=ids).logits
+        gathered_model.adapter_rows.select([None] * 6, "cpu")
+        plain = gathered_model(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-4), float((got - expected).abs().max())
+    assert not torch.allclose(got[1], plain[1], atol=1e-3)  # the adapters really change the rows
+    assert torch.allclose(got[0], plain[0], atol=1e-5) and torch.allclose(got[5], plain[5], atol=1e-5)
+
+
+def test_adapters_that_cannot_be_gathered_stay_with_peft(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    config = LoraConfig(r=4, target_modules=["q_proj"], use_dora=True)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), config)
+    assert gather_adapters(model) is None and hasattr(model, "peft_config")
+
+
 def prompt_ids(tokenizer, department: str, question: str) -> list[int]:
     return encode_chat(tokenizer, load_company().system_prompts()[department], ask(question), add_generation_prompt=True)
 
@@ -113,7 +147,8 @@ def assert_same_or_near_tie(model, request: DecodeRequest, expected: list[int], 
     assert gap < NEAR_TIE, f"step {step}: batched {got[step:step + 3]} vs solo {expected[step:step + 3]}, gap {gap}"
 
 
-def test_a_mixed_adapter_batch_decodes_each_row_as_it_would_alone(peft_model, tiny_model_dir):
+@pytest.mark.parametrize("layers", ["gathered", "peft"])
+def test_a_mixed_adapter_batch_decodes_each_row_as_it_would_alone(layers, peft_model, gathered_model, tiny_model_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -134,7 +169,7 @@ def test_a_mixed_adapter_batch_decodes_each_row_as_it_would_alone(peft_model, ti
     ]
     assert len({len(r.prompt_ids) for r in requests}) > 1  # rows really need left padding
     expected = [solo_greedy(peft_model, tokenizer, r) for r in requests]
-    engine = BatchEngine(peft_model, max_batch_size=16, window_s=0.05)
+    engine = BatchEngine(gathered_model if layers == "gathered" else peft_model, max_batch_size=16, window_s=0.05)
 
     async def batched():
         tickets = [engine.submit(r) for r in requests]
