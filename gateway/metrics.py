@@ -24,6 +24,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.first_token = Histogram(
+            "switchboard_first_token_seconds",
+            "Time from message to the first generated token (routing, retrieval, queueing and prefill).",
+            ["department"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.tokens = Counter(
             "switchboard_generated_tokens",
             "Tokens generated, by department.",
@@ -36,6 +43,9 @@ class Metrics:
         self.latency.labels(department).observe(seconds)
         if tokens:
             self.tokens.labels(department).inc(tokens)
+
+    def observe_first_token(self, department: str, seconds: float) -> None:
+        self.first_token.labels(department).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

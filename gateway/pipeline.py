@@ -180,6 +180,8 @@ class Pipeline:
         self.metrics.observe(
             route.department, "ok", time.perf_counter() - started, generation.completion_tokens
         )
+        if generation.first_token_at is not None:  # the local engine says; a remote non-stream cannot
+            self.metrics.observe_first_token(route.department, generation.first_token_at - started)
         return generation
 
     def _within_limit(self, text: str) -> tuple[str, str]:
@@ -242,8 +244,12 @@ class ReplyStream:
         department = self.route.department
         # Citation markers go to `reply.sources`, not into the text the user reads.
         markers = CitationFilter()
+        first = True
         try:
             async for delta in self._generation:
+                if first:
+                    self._metrics.observe_first_token(department, time.perf_counter() - self._started)
+                    first = False
                 if text := markers.feed(delta):
                     yield text
             if rest := markers.finish():

@@ -31,6 +31,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+    first_token_at: float | None = None  # time.perf_counter() when the first token was chosen, if known
 
 
 @dataclass(frozen=True)

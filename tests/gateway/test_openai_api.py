@@ -120,6 +120,9 @@ def test_health_readiness_and_metrics(server, client):
     assert 'switchboard_requests_total{department="sales",outcome="ok"}' in metrics
     assert 'switchboard_reply_seconds_bucket{department="sales"' in metrics
     assert 'switchboard_generated_tokens_total{department="base"}' in metrics
+    # Time to first token, from the engine's prefill; sales quotes its handbook (no model), so has none.
+    assert 'switchboard_first_token_seconds_bucket{department="base"' in metrics
+    assert 'switchboard_first_token_seconds_bucket{department="sales"' not in metrics
 
 
 def test_readyz_is_503_with_the_reason_when_models_cannot_load(tmp_path):
