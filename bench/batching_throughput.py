@@ -11,10 +11,10 @@ Prints, all measured in this run on this machine:
 - throughput (generated tokens/s) and p50/p95 request latency at each number of
   concurrent conversations spread over the five departments, for the batching
   backend (max_batch_size=16) and one request at a time (max_batch_size=1), and
-  the ratio at 8 concurrent (target >= 3x);
+  the ratios at 8 and 16 concurrent (targets >= 4x and >= 6x);
 - single-stream decode tokens/s against the memory-bandwidth bound: the time to
   read the model's weight bytes once, as the sum of one tensor that size
-  (target >= 85%); a bare forward loop on the plain model is shown beside it;
+  (target >= 50%); a bare forward loop on the plain model is shown beside it;
 - parameter bytes: one base + five adapters vs five merged full copies.
 """
 
@@ -191,7 +191,7 @@ def single_stream_report(base_path: str, adapters: dict[str, Path], tokens: int)
     for label, values in rates.items():
         rate = statistics.median(values)
         print(f"  {label:<28}: {rate:6.1f} tokens/s  = {rate / bound:5.1%} of bound")
-    print("  target: engine >= 85% of bound")
+    print("  target: engine >= 50% of bound, adapter rows within 10% of base rows")
 
 
 async def conversations(
@@ -255,7 +255,7 @@ def throughput_report(base_path: str, models_dir: Path, levels: list[int], param
           f"{stats.joined_running} requests joined a running batch")
     for count in levels:
         print(f"batched / one at a time at {count:>2} concurrent: {rates[count, 'batched'] / rates[count, 'one at a time']:.2f}x"
-              + ("  (target >= 3x)" if count == 8 else ""))
+              + {8: "  (target >= 4x)", 16: "  (target >= 6x)"}.get(count, ""))
     for backend in backends.values():
         backend.close()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from core.messages import Grounding, Turn
@@ -31,7 +31,8 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
-    first_token_at: float | None = None  # time.perf_counter() when the first token was chosen, if known
+    # time.perf_counter() when the first token was chosen, if the backend knows; not part of the answer
+    first_token_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ from transformers import DynamicCache
 
 from inference.base import GenerationParams
 from inference.gathered_lora import NO_ADAPTER
+from inference.prefix_cache import CAPACITY as PREFIX_CAPACITY
+from inference.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class EngineStats:
     joined_running: int = 0  # requests merged into a batch that was already decoding
     cancelled: int = 0
     prefill_seconds: float = 0.0
+    prefill_tokens: int = 0  # prompt tokens computed by prefills
+    reused_tokens: int = 0  # prompt tokens whose keys and values came from the prefix cache
     decode_seconds: float = 0.0  # decode steps, from building inputs to choosing tokens
 
 
@@ -128,6 +132,7 @@ class BatchEngine:
         window_s: float = 0.005,
         step_lock: threading.Lock | None = None,
         name: str = "batch",
+        prefix_capacity: int = PREFIX_CAPACITY,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -135,6 +140,7 @@ class BatchEngine:
         self._peft = hasattr(model, "peft_config")  # only PEFT models take `adapter_names`
         # A model whose adapters are gathered (inference/gathered_lora.py) is told the rows' adapters instead.
         self._adapter_rows = getattr(model, "adapter_rows", None)
+        self._prefixes = PrefixCache(prefix_capacity)  # 0: every prompt is computed whole
         self._max_rows = max_batch_size
         self._window_s = window_s
         # Engines of one backend share it so two models never run forward passes at once
@@ -294,28 +300,35 @@ class BatchEngine:
                 self._stats.joined_running += 1
 
     def _prefill(self, row: _Row) -> tuple[DynamicCache, torch.Tensor]:
-        """Run the prompt alone and choose its first token; returns its KV cache and seen tokens."""
+        """Run the prompt alone and choose its first token; returns its KV cache and seen tokens.
+
+        Only the tokens after the longest prefix computed before (same adapter) are run.
+        """
         started = time.perf_counter()
         device = self._model.device
-        prompt = torch.tensor([row.request.prompt_ids], device=device)
-        cache = DynamicCache()
+        tokens, adapter = row.request.prompt_ids, row.request.adapter
+        reused, cache = self._prefixes.lookup(adapter, tokens)
+        prompt = torch.tensor([tokens[reused:]], device=device)
         with self._step_lock:
             output = self._model(
                 input_ids=prompt,
-                attention_mask=torch.ones_like(prompt),
-                position_ids=torch.arange(prompt.shape[1], device=device)[None],
+                attention_mask=torch.ones((1, len(tokens)), dtype=torch.long, device=device),
+                position_ids=torch.arange(reused, len(tokens), device=device)[None],
                 cache=cache,
                 use_cache=True,
                 logits_to_keep=1,  # the prompt's other logits would cost a vocab-sized matmul each
                 **self._adapter_kwargs([row]),
             )
+        self._prefixes.store(adapter, tokens, cache)
+        self._stats.prefill_tokens += len(tokens) - reused
+        self._stats.reused_tokens += reused
         self._stats.prefills += 1
         logits = output.logits[:, -1].float()
         # The repetition penalty counts the answer's own tokens: it stops loops, and a grounded
         # answer may still copy a number from the handbook entries in its prompt.
         seen = torch.zeros(logits.shape, dtype=torch.bool, device=device)
         row.next_token = int(choose_tokens(logits, seen, *_row_settings([row], device))[0])
-        row.position = prompt.shape[1]
+        row.position = len(tokens)
         row.first_token_at = time.perf_counter()
         seen[0, row.next_token] = True
         self._stats.prefill_seconds += time.perf_counter() - started

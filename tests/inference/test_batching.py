@@ -365,7 +365,7 @@ class FlakyModel:
             self.raise_next -= 1
             raise RuntimeError("forward failed on purpose")
         output = self.model(**inputs)
-        if self.widen_next and inputs["input_ids"].shape[1] == 1:
+        if self.widen_next and "logits_to_keep" not in inputs:  # a decode step (prefill keeps one logit)
             self.widen_next -= 1
             output.logits = torch.nn.functional.pad(output.logits, (0, 8), value=1e4)
         return output
@@ -418,3 +418,50 @@ def test_a_loop_that_keeps_failing_stops_the_engine_and_readiness_says_why(model
     assert engine.failure and "failed 3 times in a row" in engine.failure
     assert "IndexError" in backend.problem
     backend.close()
+
+
+# --- prefix cache ------------------------------------------------------------------------
+
+
+def test_a_repeated_prefix_is_not_computed_again_and_answers_do_not_change(peft_model, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    params = GenerationParams(max_new_tokens=12, repetition_penalty=1.2)
+    first = DecodeRequest(prompt_ids(tokenizer, "hr", "How many casual leaves do I get?"), "hr", params, frozenset())
+    second = DecodeRequest(prompt_ids(tokenizer, "hr", "Who approves my comp-off?"), "hr", params, frozenset())
+    shared = next(i for i, (a, b) in enumerate(zip(first.prompt_ids, second.prompt_ids)) if a != b)
+    assert shared > 40  # the system prompt and chat template
+    engine = BatchEngine(peft_model, window_s=0)
+
+    async def answer(request: DecodeRequest) -> list[int]:
+        return (await engine.submit(request).result).token_ids
+
+    answers = [run(answer(request)) for request in (first, second, second)]
+    stats = engine.stats
+    engine.close(drain=True)
+    # The second prompt reuses the system prompt; the same prompt again reuses all but its last token.
+    assert stats.reused_tokens == shared + len(second.prompt_ids) - 1
+    assert stats.prefill_tokens == len(first.prompt_ids) + len(second.prompt_ids) - shared + 1
+    assert answers[1] == answers[2] == solo_greedy(peft_model, tokenizer, second)
+
+
+def test_prefix_cache_keeps_adapters_apart_and_forgets_the_least_recent():
+    from transformers import DynamicCache
+
+    from inference.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
+
+    def cache_of(n: int) -> DynamicCache:
+        return DynamicCache([(torch.zeros(1, 1, n, 2), torch.zeros(1, 1, n, 2))])
+
+    prefixes = PrefixCache(capacity=2)
+    tokens = list(range(40))
+    prefixes.store("hr", tokens, cache_of(40))
+    assert prefixes.lookup("finance", tokens)[0] == 0  # another adapter computes other values
+    reused, cache = prefixes.lookup("hr", tokens + [99])
+    assert reused == 40 and cache.get_seq_length() == 40
+    assert prefixes.lookup("hr", tokens)[0] == 39  # the last token is always computed
+    assert prefixes.lookup("hr", tokens[: MIN_REUSE_TOKENS - 1] + [7] * 30)[0] == 0  # too short to bother
+    prefixes.store("hr", [5] * 30, cache_of(30))
+    prefixes.store("hr", [6] * 30, cache_of(30))  # capacity 2: the 0..39 prompt goes
+    assert prefixes.lookup("hr", tokens + [99])[0] == 0
