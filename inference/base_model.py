@@ -79,6 +79,11 @@ def prepare_bundled_base(home: Path, *, show_progress: bool = True) -> Path:
     return target
 
 
+def bundled_gguf() -> Path:
+    """The bundled model's GGUF file, as it ships (for llama.cpp, bench/llamacpp_anchor.py)."""
+    return _bundled_gguf_dir() / _GGUF_FILE
+
+
 def _bundled_gguf_dir() -> Path:
     # find_spec locates the package without importing it: its __init__ needs the
     # `llm` CLI, which we do not install.
