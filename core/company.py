@@ -17,12 +17,15 @@ Company which departments exist; `base`, the general assistant, is always there.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import yaml
+
+from core.files import file_signature
 
 BASE: Final = "base"
 COMPANY_FILE: Final = "departments.yaml"
@@ -88,13 +91,22 @@ class Company:
 
 
 def load_company(folder: Path | str | None = None) -> Company:
-    """The company described by `folder`/departments.yaml (default: the bundled example)."""
+    """The company described by `folder`/departments.yaml (default: the bundled example).
+
+    Every layer asks for it, often per department: the file is parsed again only when it changes.
+    """
     root = Path(folder or BUNDLED_COMPANY).expanduser()
     path = root / COMPANY_FILE
     if not path.is_file():
         hint = "run `switchboard init DIR` to start one" if not root.is_dir() or not any(root.iterdir()) else (
             f"add {COMPANY_FILE} (see `switchboard init`)")
         raise CompanyError(f"not a company folder, it has no {COMPANY_FILE}; {hint}", root)
+    return _read(path, file_signature(path))
+
+
+@functools.lru_cache(maxsize=32)
+def _read(path: Path, signature: tuple[int, int] | None) -> Company:
+    """`path` parsed; `signature` only keys the cache, so an edited file is read afresh."""
     try:
         text = path.read_text(encoding="utf-8")
         node = yaml.compose(text)
@@ -130,9 +142,10 @@ def _parse(path: Path, values: object, node: yaml.Node | None) -> Company:
                    "field 'departments': a list of departments is required, each with id, name and description")
     departments: list[Department] = []
     for item, item_node in zip(items, items_node.value, strict=True):
-        departments.append(_department(item, item_node, company, path.parent, fail))
-        if [d.id for d in departments].count(departments[-1].id) > 1:
-            raise fail(item_node, f"field 'id': {departments[-1].id!r} is listed twice")
+        department = _department(item, item_node, company, path.parent, fail)
+        if department.id in {d.id for d in departments}:
+            raise fail(item_node, f"field 'id': {department.id!r} is listed twice")
+        departments.append(department)
     prefixes = [d.fact_prefix for d in departments]
     for department, item_node in zip(departments, items_node.value, strict=True):
         if prefixes.count(department.fact_prefix) > 1:

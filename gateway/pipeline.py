@@ -88,8 +88,11 @@ class Pipeline:
             route = Route(BASE, 1.0, "command")
             if command == "reset":
                 await self.memory.clear(cid)
-            reply_text = {"reset": RESET_TEXT, "help": help_text(self.company), "start": help_text(self.company)}.get(
-                command, f"There is no /{command} here. {help_text(self.company)}")
+                reply_text = RESET_TEXT
+            elif command in ("help", "start"):
+                reply_text = help_text(self.company)
+            else:
+                reply_text = f"There is no /{command} here. {help_text(self.company)}"
             self.metrics.observe(route.department, "command", time.perf_counter() - started)
             return Reply(reply_text, route, latency_ms=_ms(started))
 

@@ -247,7 +247,7 @@ class Settings(BaseSettings):
         return self.company().root
 
     def company(self) -> Company:
-        """The company folder's departments (read again on each call: cheap, and edits show)."""
+        """The company folder's departments (departments.yaml is parsed again only once it changes)."""
         return load_company(self.data_dir)
 
     def secrets(self) -> list[str]:

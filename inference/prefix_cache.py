@@ -55,9 +55,6 @@ class PrefixCache:
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
 
-    def clear(self) -> None:
-        self._entries.clear()
-
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
