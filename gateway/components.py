@@ -205,12 +205,18 @@ def build_memory(settings: Settings, client: Any = None) -> ConversationMemory:
 
 
 def build_backend(settings: Settings) -> LocalBackend | OpenAIBackend:
-    """Models in this process, or an OpenAI-compatible server (vLLM) that serves them."""
+    """Models in this process (llama.cpp or torch), or an OpenAI-compatible server (vLLM) that serves them."""
     prompts = settings.company().system_prompts(settings.system_prompts)
-    if settings.backend == "local":
+    if settings.backend != "openai":
+        serving = settings.gguf_serving()
+        runtime = None
+        if serving is not None:
+            from inference.llamacpp import LlamaCppRuntime
+
+            runtime = LlamaCppRuntime(serving)
         return LocalBackend(
             settings.models_path, prompts, device=settings.device,
-            max_batch_size=settings.max_batch_size, batch_window_ms=settings.batch_window_ms,
+            max_batch_size=settings.max_batch_size, batch_window_ms=settings.batch_window_ms, runtime=runtime,
         )
     from inference.remote import OpenAIBackend
 

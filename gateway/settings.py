@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
@@ -22,6 +22,9 @@ from core.redaction import hide_password
 from core.yaml_file import YamlFileError, read_yaml_mapping
 from inference.base import GenerationParams
 from inference.base_model import BUNDLED_BASE
+
+if TYPE_CHECKING:
+    from inference.llamacpp import GgufServing
 
 ENV_PREFIX = "SWITCHBOARD_"
 # Read by the CLI, not a setting: where `--config` can also come from.
@@ -55,9 +58,25 @@ class Settings(BaseSettings):
         "questions (default: the bundled example, examples/sahyadri).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where models run.")
-    backend: Literal["local", "openai"] = Field(
-        default="local",
-        description="Who generates: models in this process, or an OpenAI-compatible server such as vLLM.",
+    backend: Literal["auto", "llamacpp", "local", "openai"] = Field(
+        default="auto",
+        description="Who generates: 'llamacpp' (GGUF models on CPU through llama-cpp-python), 'local' (torch in "
+        "this process: GPU, or CPU with batching), 'openai' (an OpenAI-compatible server such as vLLM). 'auto': "
+        "llamacpp on a CPU machine with llama-cpp-python installed and a base GGUF, else local.",
+    )
+    llamacpp_quant: Literal["f16", "q8_0", "q4_1", "f32"] = Field(
+        default="f16",
+        description="How llama.cpp stores the models it serves (converted at promotion): f16 keeps fact accuracy; "
+        "q8_0 decodes ~30% faster and may lose a question or two (the promotion gate checks); q4_1 loses many; "
+        "f32 is exact and slowest.",
+    )
+    llamacpp_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for llama.cpp (default: every core this process may use)."
+    )
+    base_gguf: Path | None = Field(
+        default=None,
+        description="The base model as GGUF, for llama.cpp (default: the bundled one; needed when base_model is "
+        "another model).",
     )
     openai_base_url: str | None = Field(
         default=None,
@@ -83,10 +102,10 @@ class Settings(BaseSettings):
         default=1.1, ge=1.0, le=2.0, description="Discourages the small model's loops."
     )
     max_batch_size: int = Field(
-        default=16, ge=1, le=256, description="Requests decoded together in one batch by the local backend (1: one at a time)."
+        default=16, ge=1, le=256, description="Requests decoded together in one batch by torch (1: one at a time)."
     )
     batch_window_ms: float = Field(
-        default=5.0, ge=0, le=1000, description="How long the local backend waits for company before starting a batch."
+        default=5.0, ge=0, le=1000, description="How long torch waits for company before starting a batch."
     )
     grounding: bool = Field(
         default=True,
@@ -238,6 +257,48 @@ class Settings(BaseSettings):
             raise ValueError("WhatsApp webhooks need public_url: Twilio signs the public URL it calls")
         return self
 
+    def gguf_serving(self) -> GgufServing | None:
+        """How llama.cpp serves, when it does (see `backend`); None: torch or a remote server.
+
+        Raises ValueError when backend is 'llamacpp' and it cannot run."""
+        if self.backend in ("local", "openai"):
+            return None
+        from inference import llamacpp
+        from inference.base_model import BaseModelError, bundled_gguf
+
+        explicit = self.backend == "llamacpp"
+        if not llamacpp.available():
+            if explicit:
+                raise ValueError("backend 'llamacpp' needs llama-cpp-python: pip install -e '.[llamacpp]' "
+                                 "(make install does)")
+            return None
+        if not explicit and _cuda_wanted(self.device):
+            return None  # a GPU serves best through torch
+        base_gguf = self.base_gguf
+        if base_gguf is None and self.base_model == BUNDLED_BASE:
+            try:
+                base_gguf = bundled_gguf()
+            except BaseModelError as error:
+                if explicit:
+                    raise ValueError(str(error)) from None
+                return None
+        if base_gguf is None:
+            if explicit:
+                raise ValueError(f"backend 'llamacpp' with base_model {self.base_model!r} needs base_gguf "
+                                 f"({ENV_PREFIX}BASE_GGUF), that model as a GGUF file")
+            return None
+        if not base_gguf.is_file():
+            raise ValueError(f"base_gguf {base_gguf} is not a file")
+        # The bundled base has a safetensors cache to convert from; a given base_gguf serves as it is.
+        return llamacpp.GgufServing(base_gguf, self.llamacpp_quant, self.llamacpp_threads,
+                                    convert_base=self.base_gguf is None)
+
+    @model_validator(mode="after")
+    def _llamacpp_runs(self) -> Settings:
+        if self.backend == "llamacpp":
+            self.gguf_serving()  # raises with what is missing, at load rather than at the first request
+        return self
+
     @property
     def models_path(self) -> Path:
         return self.models_dir or self.home / "models"
@@ -273,6 +334,14 @@ def _departments_only(value: dict[str, str], info: ValidationInfo) -> dict[str, 
     if unknown:
         raise ValueError(f"unknown department(s) {unknown}; the company folder lists {list(targets)}")
     return value
+
+
+def _cuda_wanted(device: str) -> bool:
+    if device != "auto":
+        return device == "cuda"
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _http_url(value: str) -> str:

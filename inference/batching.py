@@ -31,10 +31,20 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from inference.base import GenerationParams
 from inference.gathered_lora import NO_ADAPTER
 from inference.prefix_cache import CAPACITY as PREFIX_CAPACITY
 from inference.prefix_cache import PrefixCache
+from inference.sampling import choose_tokens, row_settings
+from inference.tickets import (
+    Decoded,
+    DecodeRequest,
+    EngineStats,
+    EngineStopped,
+    Ticket,
+    brief,
+    deliver,
+    send_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,73 +52,6 @@ log = logging.getLogger(__name__)
 _IDLE_EXIT_S = 30.0
 # Loop failures in a row (no decode step between them) after which an engine gives up.
 _MAX_CRASHES = 3
-
-
-class EngineStopped(RuntimeError):
-    """The engine was closed: a reload retired its model, or the backend shut down."""
-
-
-@dataclass(frozen=True)
-class DecodeRequest:
-    prompt_ids: list[int]
-    adapter: str | None  # None: the model's own weights (a plain model, or PEFT's "__base__")
-    params: GenerationParams
-    stop_ids: frozenset[int]
-
-
-@dataclass(frozen=True)
-class Decoded:
-    token_ids: list[int]  # the answer, without the stop token
-    finish_reason: str  # "stop" or "length", as in Generation
-    first_token_at: float | None = None  # time.perf_counter() when prefill chose the first token
-
-
-@dataclass
-class EngineStats:
-    """Counters for tests, benchmarks and logs; written only by the engine thread."""
-
-    prefills: int = 0
-    decode_steps: int = 0
-    rows_decoded: int = 0  # summed over steps: rows_decoded / decode_steps is the mean batch
-    max_rows: int = 0  # the most rows in one decode step
-    joined_running: int = 0  # requests merged into a batch that was already decoding
-    cancelled: int = 0
-    prefill_seconds: float = 0.0
-    prefill_tokens: int = 0  # prompt tokens computed by prefills
-    reused_tokens: int = 0  # prompt tokens whose keys and values came from the prefix cache
-    decode_seconds: float = 0.0  # decode steps, from building inputs to choosing tokens
-
-
-class Ticket:
-    """The caller's side of one request: its result, and its tokens when streamed.
-
-    Lives on the caller's event loop; the engine thread only touches it through
-    `call_soon_threadsafe`, except for the cancel flag, which is a threading.Event.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, stream: bool) -> None:
-        self.loop = loop
-        self.result: asyncio.Future[Decoded] = loop.create_future()
-        # Each generated token, then None once `result` is settled.
-        self.tokens: asyncio.Queue[int | None] | None = asyncio.Queue() if stream else None
-        self._cancelled = threading.Event()
-
-    def cancel(self) -> None:
-        """Stop decoding this request; its row leaves the batch before the next step."""
-        self._cancelled.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def _settle(self, outcome: Decoded | BaseException) -> None:  # on the loop
-        if not self.result.done():
-            if isinstance(outcome, BaseException):
-                self.result.set_exception(outcome)
-            else:
-                self.result.set_result(outcome)
-        if self.tokens is not None:
-            self.tokens.put_nowait(None)
 
 
 @dataclass(eq=False)
@@ -224,7 +167,7 @@ class BatchEngine:
                     _deliver(row, error)
                 if crashes < _MAX_CRASHES:
                     continue  # a fresh batch; waiting requests are still in `waiting`
-                self.failure = f"{self._name}: the batch loop failed {crashes} times in a row ({_brief(error)})"
+                self.failure = f"{self._name}: the batch loop failed {crashes} times in a row ({brief(error)})"
                 log.error("%s; the engine stops", self.failure)
                 outcome: BaseException = EngineStopped(self.failure)
             except BaseException as error:  # never leave a caller waiting forever
@@ -327,7 +270,7 @@ class BatchEngine:
         # The repetition penalty counts the answer's own tokens: it stops loops, and a grounded
         # answer may still copy a number from the handbook entries in its prompt.
         seen = torch.zeros(logits.shape, dtype=torch.bool, device=device)
-        row.next_token = int(choose_tokens(logits, seen, *_row_settings([row], device))[0])
+        row.next_token = int(choose_tokens(logits, seen, *row_settings([row.request.params], device))[0])
         row.position = len(tokens)
         row.first_token_at = time.perf_counter()
         seen[0, row.next_token] = True
@@ -358,7 +301,8 @@ class BatchEngine:
                     use_cache=True,
                     **self._adapter_kwargs(rows),
                 )
-            tokens = choose_tokens(output.logits[:, -1].float(), batch.seen, *_row_settings(rows, device))
+            settings = row_settings([row.request.params for row in rows], device)
+            tokens = choose_tokens(output.logits[:, -1].float(), batch.seen, *settings)
         except Exception as error:  # the rows in this pass fail; the engine serves on
             log.exception("%s: decode step failed", self._name)
             for row in rows:
@@ -450,48 +394,6 @@ class _Batch:
         self.seen = torch.zeros((0, 0), dtype=torch.bool, device=self.device)  # for repetition penalty
 
 
-def choose_tokens(
-    logits: torch.Tensor,
-    seen: torch.Tensor,
-    penalty: torch.Tensor,
-    temperature: torch.Tensor,
-    top_p: torch.Tensor,
-) -> torch.Tensor:
-    """One next token per row from (rows, vocab) logits, each row with its own settings.
-
-    Repetition penalty as transformers applies it with `prompt_ignore_length` set to
-    the prompt: the logits of tokens the answer already holds (`seen`) are divided by
-    the penalty when positive, multiplied when negative. Then greedy rows (temperature 0) take the argmax; the others sample
-    after temperature and nucleus (top_p) filtering.
-    """
-    if bool((penalty != 1).any()):
-        factor = penalty[:, None]
-        penalised = torch.where(logits < 0, logits * factor, logits / factor)
-        logits = torch.where(seen, penalised, logits)
-    tokens = logits.argmax(-1)
-    sampled = (temperature > 0).nonzero().squeeze(1)
-    if sampled.numel():
-        scaled = logits[sampled] / temperature[sampled, None]
-        ordered, order = scaled.sort(-1, descending=True)
-        probs = ordered.softmax(-1)
-        # Keep the smallest head of the distribution whose mass reaches top_p.
-        mass_before = probs.cumsum(-1) - probs
-        cut = mass_before >= top_p[sampled, None]
-        cut[:, 0] = False
-        choice = torch.multinomial(ordered.masked_fill(cut, float("-inf")).softmax(-1), 1)
-        tokens[sampled] = order.gather(-1, choice).squeeze(1)
-    return tokens
-
-
-def _row_settings(rows: list[_Row], device: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    params = [row.request.params for row in rows]
-    return (
-        torch.tensor([p.repetition_penalty for p in params], device=device),
-        torch.tensor([p.temperature for p in params], device=device),
-        torch.tensor([p.top_p for p in params], device=device),
-    )
-
-
 def _stack(batch: torch.Tensor, row: torch.Tensor, width: int) -> torch.Tensor:
     """Concatenate along rows after left-padding both to `width` along the sequence.
 
@@ -514,17 +416,8 @@ def _brief(error: BaseException) -> str:
 
 
 def _deliver(row: _Row, outcome: Decoded | BaseException) -> None:
-    try:
-        row.ticket.loop.call_soon_threadsafe(row.ticket._settle, outcome)
-    except RuntimeError:  # the caller's event loop has closed: nobody is waiting
-        pass
+    deliver(row.ticket, outcome)
 
 
 def _send_token(row: _Row, token: int) -> bool:
-    tokens = row.ticket.tokens
-    assert tokens is not None
-    try:
-        row.ticket.loop.call_soon_threadsafe(tokens.put_nowait, token)
-        return True
-    except RuntimeError:
-        return False
+    return send_token(row.ticket, token)

@@ -1,58 +1,43 @@
-"""The local backend: transformers + PEFT in this process.
+"""The local backend: models in this process, computed by a runtime.
 
-One base model in memory; department adapters are attached to it by name and
-chosen per row with `adapter_names`, full fine-tuned models load on their own.
-Each model object has a batching engine (inference/batching.py): requests that
-overlap in time are decoded together in one batch, whatever their department,
-on the engine's thread, so the event loop never blocks.
+The runtime (inference/runtime.py) loads the base model and each department's
+live artifact and gives each model object an engine: torch batches requests of
+any departments together (inference/torch_runtime.py); llama.cpp serves GGUF on
+CPU (inference/llamacpp.py). This module fits prompts to the context, streams
+text, and swaps in new models on reload; engines run on their own threads, so the
+event loop never blocks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from threading import Event, Lock
-from typing import TYPE_CHECKING, Any
+from threading import Event
+from typing import Any
 
 from core.company import BASE
 from core.messages import Grounding, Turn
-from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
 from inference.base import DepartmentModel, Generation, GenerationParams, InputTooLong, NotReady
 from inference.chat_format import encode_chat
-from inference.registry import Artifact, read_registry
-
-if TYPE_CHECKING:  # the engine imports torch, which this module loads only when serving
-    from inference.batching import BatchEngine, Decoded, EngineStats, Ticket
+from inference.registry import read_registry
+from inference.runtime import Engine, Runtime, Served
+from inference.tickets import Decoded, DecodeRequest, EngineStats, EngineStopped, Ticket
 
 log = logging.getLogger(__name__)
 
-# PEFT's name for "no adapter" in a mixed-adapter batch (inference.gathered_lora.NO_ADAPTER).
-_NO_ADAPTER = "__base__"
 # How long shutdown waits for each engine thread to finish its current step.
 _JOIN_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class _Served:
-    model: Any
-    tokenizer: Any
-    adapter: str | None  # set when `model` is the shared PEFT model
-    info: DepartmentModel
-    engine: BatchEngine  # one per model object: departments sharing a model share its batches
-    stop_ids: frozenset[int]
 
 
 class LocalBackend:
     """Serves every department from models loaded in this process.
 
-    `max_batch_size` caps the rows decoded together in one forward pass (1 means
-    one request at a time); `batch_window_ms` is how long an idle engine waits for
-    company before starting a batch. Requests arriving later join a running batch
-    between decode steps without waiting.
+    Without a `runtime`, torch with `device`, `max_batch_size` (rows decoded
+    together in one forward pass; 1 means one request at a time) and
+    `batch_window_ms` (how long an idle engine waits for company before starting
+    a batch; later requests join a running batch between decode steps).
     """
 
     def __init__(
@@ -62,20 +47,19 @@ class LocalBackend:
         device: str = "auto",
         max_batch_size: int = 16,
         batch_window_ms: float = 5.0,
+        runtime: Runtime | None = None,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError("max_batch_size must be at least 1")
+        if runtime is None:
+            from inference.torch_runtime import TorchRuntime
+
+            runtime = TorchRuntime(device, max_batch_size, max(0.0, batch_window_ms) / 1000)
+        self._runtime = runtime
         self._base_model = ""
         self._models_dir = models_dir
         self._prompts = dict(system_prompts)
         # The prompts name every department served, and base.
         self._departments = tuple(target for target in self._prompts if target != BASE)
-        self._device_setting = device
-        self._max_batch_size = max_batch_size
-        self._batch_window_s = max(0.0, batch_window_ms) / 1000
-        # Engines take turns on the device: two models' forward passes never overlap.
-        self._step_lock = Lock()
-        self._served: dict[str, _Served] = {}
+        self._served: dict[str, Served] = {}
         self._ready = Event()
 
     @property
@@ -99,57 +83,8 @@ class LocalBackend:
         requests get the new ones. The old engines finish their requests and
         stop, and the old models are freed with them.
         """
-        from transformers import AutoTokenizer
-
-        device = pick_device(self._device_setting)
-        tokenizer = AutoTokenizer.from_pretrained(self._base_model)
-        base = load_causal_lm(self._base_model, device)
         registry = read_registry(self._models_dir, self._departments)
-        notes: dict[str, str] = dict(registry.problems)
-        # Adapters first: each one wraps the shared base, so entries built
-        # afterwards all point at the final PEFT model.
-        shared: Any = base
-        for department, artifact in registry.artifacts.items():
-            if artifact.kind == "adapter":
-                try:
-                    shared = attach_adapter(shared, artifact)
-                except Exception as error:  # a broken artifact must fall back, never crash
-                    notes[department] = _load_failure(artifact, error)
-
-        no_adapter = _NO_ADAPTER if shared is not base else None
-        if shared is not base:
-            from inference.gathered_lora import gather_adapters
-
-            # One batched matmul pair per layer for any mix of departments, not one per adapter.
-            shared = gather_adapters(shared) or shared
-        engines: dict[int, BatchEngine] = {}
-
-        def serve(model: Any, tok: Any, adapter: str | None, info: DepartmentModel) -> _Served:
-            if id(model) not in engines:
-                engines[id(model)] = self._engine(model, info.department)
-            return _Served(model, tok, adapter, info, engines[id(model)], _stop_token_ids(model, tok))
-
-        served: dict[str, _Served] = {}
-        for department in (*self._departments, BASE):
-            artifact = registry.artifacts.get(department)
-            if artifact is not None and department not in notes:
-                if artifact.kind == "adapter":
-                    served[department] = serve(shared, tokenizer, department, _info(artifact))
-                    continue
-                try:
-                    model = load_causal_lm(artifact.path, device)
-                    served[department] = serve(
-                        model, tokenizer_for(artifact.path, tokenizer), None, _info(artifact)
-                    )
-                    continue
-                except Exception as error:
-                    notes[department] = _load_failure(artifact, error)
-            note = notes.get(department, "")
-            if note:
-                log.warning("%s: %s; serving the base model with its system prompt", department, note)
-            info = DepartmentModel(department, "base", self._base_model, note=note)
-            served[department] = serve(shared, tokenizer, no_adapter, info)
-        served = {department: _with_memory(entry) for department, entry in served.items()}
+        served = self._runtime.load(self._base_model, registry, (*self._departments, BASE))
         retired = self._served
         self._served = served  # one reference swap: readers see the old or the new set, never a mix
         self._ready.set()
@@ -190,24 +125,11 @@ class LocalBackend:
             if not engine.join(timeout=_JOIN_TIMEOUT_S):
                 log.warning("an engine thread did not stop within %.0f s", _JOIN_TIMEOUT_S)
 
-    def _engine(self, model: Any, department: str) -> BatchEngine:
-        from inference.batching import BatchEngine
-
-        return BatchEngine(
-            model,
-            max_batch_size=self._max_batch_size,
-            window_s=self._batch_window_s,
-            step_lock=self._step_lock,
-            name=f"batch-{department}",
-        )
-
     async def _submit(
         self, department: str, turns: Sequence[Turn], params: GenerationParams, grounding: Grounding | None,
         *, stream: bool,
-    ) -> tuple[_Served, int, Ticket]:
+    ) -> tuple[Served, int, Ticket]:
         """Fit the prompt and hand the request to its model's engine."""
-        from inference.batching import DecodeRequest, EngineStopped
-
         while True:
             entry = self._entry(department)
             # Off the event loop: the chat template and tokenizer take a while on long histories.
@@ -222,7 +144,7 @@ class LocalBackend:
                     raise
                 # A reload retired this model while the prompt was being fitted: use the new one.
 
-    def _entry(self, department: str) -> _Served:
+    def _entry(self, department: str) -> Served:
         if not self._ready.is_set():
             raise NotReady("models are still loading")
         try:
@@ -231,7 +153,7 @@ class LocalBackend:
             raise ValueError(f"unknown department {department!r}") from None
 
     def _fit_prompt(
-        self, entry: _Served, department: str, turns: Sequence[Turn], max_new_tokens: int,
+        self, entry: Served, department: str, turns: Sequence[Turn], max_new_tokens: int,
         grounding: Grounding | None = None,
     ) -> list[int]:
         """Encode the conversation, dropping the oldest turns until it fits the context.
@@ -239,7 +161,7 @@ class LocalBackend:
         How many to drop is found by bisection: O(log n) encodings of the
         conversation, not one per dropped turn (quadratic on long histories).
         """
-        limit = getattr(entry.model.config, "max_position_embeddings", 2048) - max_new_tokens
+        limit = entry.context_length - max_new_tokens
         system = self._prompts.get(department, self._prompts[BASE])
         turns = list(turns)
 
@@ -320,7 +242,7 @@ class _TextDeltas:
         return text[len(self._sent):] if text.startswith(self._sent) else ""
 
 
-def _generation(entry: _Served, prompt_tokens: int, decoded: Decoded) -> Generation:
+def _generation(entry: Served, prompt_tokens: int, decoded: Decoded) -> Generation:
     return Generation(
         text=entry.tokenizer.decode(decoded.token_ids, skip_special_tokens=True).strip(),
         prompt_tokens=prompt_tokens,
@@ -330,45 +252,5 @@ def _generation(entry: _Served, prompt_tokens: int, decoded: Decoded) -> Generat
     )
 
 
-def _engines_of(served: Mapping[str, _Served]) -> list[BatchEngine]:
+def _engines_of(served: Mapping[str, Served]) -> list[Engine]:
     return list({id(entry.engine): entry.engine for entry in served.values()}.values())
-
-
-def _load_failure(artifact: Artifact, error: Exception) -> str:
-    return f"{artifact.kind} {artifact.path} failed to load: {_brief(error)}"
-
-
-def _with_memory(entry: _Served) -> _Served:
-    """The entry with the parameter bytes it holds (see DepartmentModel.memory_bytes)."""
-    return dataclasses.replace(entry, info=dataclasses.replace(entry.info, memory_bytes=_memory_bytes(entry)))
-
-
-def _memory_bytes(entry: _Served) -> int:
-    rows = getattr(entry.model, "adapter_rows", None)  # gathered adapters are buffers, counted when stacked
-    if entry.info.serving == "adapter" and rows is not None:
-        return rows.bytes[entry.adapter]
-    parameters = list(entry.model.named_parameters())
-    if entry.info.serving == "adapter":
-        marker = f".{entry.adapter}."  # PEFT names them ...lora_A.<adapter>.weight
-        chosen = [p for name, p in parameters if "lora_" in name and marker in name]
-    else:
-        chosen = [p for name, p in parameters if "lora_" not in name]
-    return sum(p.numel() * p.element_size() for p in chosen)
-
-
-def _info(artifact: Artifact) -> DepartmentModel:
-    return DepartmentModel(artifact.department, artifact.kind, str(artifact.path))
-
-
-def _stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    configured = model.generation_config.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured]
-    stop = {i for i in ids if i is not None}
-    if tokenizer.eos_token_id is not None:
-        stop.add(tokenizer.eos_token_id)
-    return frozenset(stop)
-
-
-def _brief(error: Exception) -> str:
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return first_line or type(error).__name__

@@ -38,7 +38,7 @@ class PrefixCache:
         best, best_key = 0, None
         for key in self._entries:
             if key[0] == adapter:
-                shared = min(_common_prefix(key[1], tokens), len(tokens) - 1)
+                shared = min(common_prefix(key[1], tokens), len(tokens) - 1)
                 if shared > best:
                     best, best_key = shared, key
         if best_key is None or best < MIN_REUSE_TOKENS:
@@ -56,7 +56,8 @@ class PrefixCache:
             self._entries.popitem(last=False)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
     n = 0
     for x, y in zip(a, b):
         if x != y:

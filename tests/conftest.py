@@ -89,6 +89,17 @@ def tiny_model_dir(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     return target
 
 
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Llama as an f32 GGUF: llama.cpp computes what torch computes, in the same precision."""
+    from inference.artifacts import load_causal_lm
+    from inference.base_model import bundled_gguf
+    from inference.gguf_export import export_gguf
+
+    target = tmp_path_factory.mktemp("tiny-gguf") / "tiny.f32.gguf"
+    return export_gguf(load_causal_lm(tiny_model_dir), bundled_gguf(), target, "f32")
+
+
 def make_settings(home: Path, base_model: Path | str, **values: object) -> Settings:
     values.setdefault("models_dir", home / "models")
     return Settings(home=home, base_model=str(base_model), **values)

@@ -13,6 +13,7 @@ from typing import Any
 from core.company import BASE
 from core.messages import Grounding
 from inference.artifacts import attach_adapter, load_causal_lm, pick_device, tokenizer_for
+from inference.llamacpp import GgufServing
 from inference.registry import Artifact
 from knowledge.library import DepartmentKnowledge, load_department
 from training import dpo, full, lora
@@ -25,12 +26,14 @@ from training.datasets import (
     load_sft,
 )
 from training.evaluation import (
+    Answerer,
     Evaluation,
     Question,
     eval_questions,
     evaluate,
     not_covered_questions,
     retrieval_recall,
+    torch_answers,
     write_report,
 )
 from training.examples import plain_examples, plain_preferences, user_text
@@ -72,6 +75,9 @@ class Outcome:
     report: Path
     run_dir: Path
     evaluations: list[Evaluation]
+    # With llama.cpp serving, `base` and `trained` are the GGUFs' scores and this is the trained
+    # model's before conversion.
+    unconverted: Evaluation | None = None
 
 
 def make_job(
@@ -138,8 +144,14 @@ def plan(job: TrainingJob) -> Plan:
 
 def train_department(
     job: TrainingJob, models_dir: Path, reports_dir: Path, *, force: bool = False, device: str = "auto",
-    on_progress: Any = None,
+    on_progress: Any = None, gguf: GgufServing | None = None,
 ) -> Outcome:
+    """Train, register the candidate, score it, and promote it if it passes the gate.
+
+    With `gguf` (llama.cpp serves), the model is also converted and scored as a GGUF;
+    the gate then compares what will serve, and a conversion that loses more than one
+    question's worth of fact accuracy is not promoted.
+    """
     result = METHODS[job.recipe.method](job)
     (job.run_dir / TRAINING_RECORD).write_text(json.dumps({
         "department": job.department, "recipe": job.recipe.model_dump(), "base_model": job.base_model,
@@ -152,7 +164,14 @@ def train_department(
     grounded = job.knowledge is not None
     evaluations = evaluate_models(suite, job.base_model, artifact, job.system_prompt, modes=(grounded,),
                                   device=device, on_progress=on_progress)
-    base_eval, trained_eval = (e for e in evaluations if e.questions == "facts")
+    base_eval, trained_eval = _facts(evaluations)
+    unconverted, refused = None, None
+    if gguf is not None:
+        served = evaluate_gguf(suite, job.base_model, artifact, job.system_prompt, gguf, modes=(grounded,),
+                               on_progress=on_progress)
+        evaluations += served
+        unconverted, (base_eval, trained_eval) = trained_eval, _facts(served)
+        refused = conversion_verdict(unconverted, trained_eval, gguf.quant)
     version = ModelVersion(
         kind=result.kind,
         path=str(result.artifact.relative_to(models_dir)),
@@ -161,14 +180,36 @@ def train_department(
         base_accuracy=base_eval.accuracy,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         base_model=job.base_model,
+        gguf=gguf.quant if gguf else None,
+        unconverted_accuracy=unconverted.accuracy if unconverted else None,
     )
     register_candidate(models_dir, job.department, version)
-    decision = promote(models_dir, job.department, version, force=force)
+    decision = refused if refused and not force else promote(models_dir, job.department, version, force=force)
     report = write_report(reports_dir, job.department, evaluations,
                           {"run": str(job.run_dir), "promoted": decision.promoted, "decision": decision.reason,
                            **suite.retrieval_summary()})
     return Outcome(job.department, result, version, base_eval, trained_eval, decision, report, job.run_dir,
-                   evaluations)
+                   evaluations, unconverted)
+
+
+def conversion_verdict(unconverted: Evaluation, converted: Evaluation, quant: str) -> Decision | None:
+    """A refusal when the GGUF answers fewer questions right than the model it came from.
+
+    One question of slack: greedy decoding flips near-tied answers both ways under
+    float-level differences, so one question either way is noise, two are a loss.
+    """
+    slack = 1 / max(1, len(converted.answers))
+    if converted.accuracy >= unconverted.accuracy - slack - 1e-9:
+        return None
+    return Decision(False, f"as a {quant} GGUF it scores {converted.accuracy:.1%} vs {unconverted.accuracy:.1%} "
+                           "before conversion; kept as a candidate (a wider type keeps more: "
+                           "SWITCHBOARD_LLAMACPP_QUANT=f16, or f32, which is exact; --force promotes anyway)")
+
+
+def _facts(evaluations: Sequence[Evaluation]) -> tuple[Evaluation, Evaluation]:
+    """The base's and the trained model's scores on the answerable questions."""
+    base, trained = (e for e in evaluations if e.questions == "facts")
+    return base, trained
 
 
 @dataclass(frozen=True)
@@ -233,12 +274,8 @@ def evaluate_models(
         for grounded in modes:
             if grounded and suite.knowledge is None:
                 continue
-            ground = suite.ground if grounded else None
-            done.append(evaluate(model, model_tokenizer, system_prompt, suite.questions, label,
-                                 on_batch=on_progress, ground=ground))
-            if grounded and suite.not_covered:
-                done.append(evaluate(model, model_tokenizer, system_prompt, suite.not_covered, label,
-                                     on_batch=on_progress, ground=ground, kind="not_covered"))
+            answer = torch_answers(model, model_tokenizer)
+            done += _scored(suite, answer, model_tokenizer, system_prompt, label, grounded, on_progress)
         return done
 
     evaluations = score("base", base, tokenizer)  # before an adapter wraps the base in place
@@ -248,6 +285,43 @@ def evaluate_models(
     if artifact.kind == "adapter":
         return evaluations + score(label, attach_adapter(base, artifact), tokenizer)
     return evaluations + score(label, load_causal_lm(artifact.path, device), tokenizer_for(artifact.path, tokenizer))
+
+
+def evaluate_gguf(
+    suite: EvalSuite, base_model: str, artifact: Artifact | None, system_prompt: str, serving: GgufServing, *,
+    modes: Sequence[bool] = (True,), on_progress: Any = None,
+) -> list[Evaluation]:
+    """As evaluate_models, but as the llama.cpp runtime serves: the base GGUF, then the
+    artifact converted to GGUF (written beside it, as serving would)."""
+    from inference.llamacpp import gguf_answers
+
+    tokenizer = load_tokenizer(base_model)
+    models = [("base", serving.served_base(base_model), tokenizer)]
+    if artifact is not None:
+        models.append((f"{artifact.kind} {artifact.path.parent.name}", serving.artifact(artifact.kind, artifact.path,
+                       base_model), tokenizer_for(artifact.path, tokenizer)))
+    evaluations = []
+    for label, path, model_tokenizer in models:
+        engine = serving.open(path, name=f"eval-{label}")
+        answer = gguf_answers(engine, model_tokenizer)
+        label = f"{label} (llama.cpp {path.name})"
+        for grounded in modes:
+            if not grounded or suite.knowledge is not None:
+                evaluations += _scored(suite, answer, model_tokenizer, system_prompt, label, grounded, on_progress)
+        engine.close(drain=True)
+        engine.join()
+    return evaluations
+
+
+def _scored(suite: EvalSuite, answer: Answerer, tokenizer: Any, system_prompt: str, label: str, grounded: bool,
+            on_progress: Any) -> list[Evaluation]:
+    """The suite's questions (and, grounded, the questions its handbook does not cover)."""
+    ground = suite.ground if grounded else None
+    done = [evaluate(answer, tokenizer, system_prompt, suite.questions, label, on_batch=on_progress, ground=ground)]
+    if grounded and suite.not_covered:
+        done.append(evaluate(answer, tokenizer, system_prompt, suite.not_covered, label, on_batch=on_progress,
+                             ground=ground, kind="not_covered"))
+    return done
 
 
 def live_artifact(models_dir: Path, department: str) -> Artifact | None:

@@ -63,8 +63,16 @@ def not_covered_questions(records: Sequence[NotCoveredRecord]) -> list[Question]
     return [Question(user_text(r.instruction, r.input), (NOT_COVERED_PHRASE,)) for r in records]
 
 
+# Answers for encoded prompts: a torch model's (torch_answers) or a llama.cpp model's (gguf_answers).
+Answerer = Callable[[Sequence[list[int]], GenerationParams], list[str]]
+
+
+def torch_answers(model: Any, tokenizer: Any) -> Answerer:
+    return lambda prompts, params: generate_batch(model, tokenizer, prompts, params)
+
+
 def evaluate(
-    model: Any,
+    answer: Answerer,
     tokenizer: Any,
     system_prompt: str,
     questions: Sequence[Question],
@@ -87,7 +95,7 @@ def evaluate(
                for q, g in zip(questions, groundings, strict=True)]
     replies: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        replies += generate_batch(model, tokenizer, prompts[start : start + batch_size], params)
+        replies += answer(prompts[start : start + batch_size], params)
         if on_batch:
             on_batch(label, len(replies), len(prompts))
     answers = [

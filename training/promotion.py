@@ -25,6 +25,10 @@ class ModelVersion:
     base_accuracy: float | None
     created: str
     base_model: str
+    # Set when `accuracy` and `base_accuracy` were measured as llama.cpp serves them: the
+    # GGUF storage type, and the model's accuracy before conversion.
+    gguf: str | None = None
+    unconverted_accuracy: float | None = None
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def test_trimming_a_long_history_encodes_it_a_logarithmic_number_of_times(tiny_c
     real = local.encode_chat
     monkeypatch.setattr(local, "encode_chat", lambda *a, **k: calls.append(1) or real(*a, **k))
     ids = backend._fit_prompt(entry, "base", turns, 8)
-    limit = entry.model.config.max_position_embeddings - 8
+    limit = entry.context_length - 8
     # The fewest oldest turns are dropped: one more turn would not fit.
     kept = next(n for n in range(len(turns), 0, -1) if len(ids) == len(real(
         entry.tokenizer, backend._prompts["base"], turns[-n:], add_generation_prompt=True)))

@@ -18,11 +18,13 @@ from core.company import load_company
 from core.messages import Turn
 from inference.artifacts import attach_adapter, load_causal_lm
 from inference.base import GenerationParams
-from inference.batching import NO_ADAPTER, BatchEngine, DecodeRequest, EngineStopped, choose_tokens
+from inference.batching import NO_ADAPTER, BatchEngine
 from inference.chat_format import encode_chat
 from inference.gathered_lora import gather_adapters
 from inference.local import LocalBackend
 from inference.registry import Artifact
+from inference.sampling import choose_tokens
+from inference.tickets import DecodeRequest, EngineStopped
 from tests.conftest import run, write_registry
 
 ADAPTER_DEPARTMENTS = ("hr", "finance", "sales")
@@ -314,7 +316,7 @@ def test_a_reload_lets_running_requests_finish_on_the_old_models(adapters, tiny_
         while old_engine.stats.decode_steps < before.completion_tokens + 5:
             await asyncio.sleep(0.002)
         # Holding the backend's step lock stalls the old engine mid-request while the new models load.
-        with backend._step_lock:
+        with backend._runtime._step_lock:
             write_registry(models_dir, {d: {"kind": "adapter", "path": str(adapters[d])} for d in ("hr", "finance")})
             await asyncio.to_thread(backend.reload)
             assert not running.done()

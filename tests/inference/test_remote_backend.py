@@ -245,7 +245,7 @@ def test_settings_choose_the_backend_and_name_what_is_missing(monkeypatch, tmp_p
     components.close()
     assert settings.openai_department_urls == {"hr": "http://vllm-hr:8000/v1"}
     monkeypatch.delenv("SWITCHBOARD_BACKEND")
-    assert load_settings().backend == "local"
+    assert load_settings().backend == "auto"
 
 
 def test_an_unreachable_server_is_a_clear_error(tiny_model_dir, tmp_path):
