@@ -640,13 +640,18 @@ def evaluate(
             "-" if quote is None else f"{quote:.1%}",
             scores.get((False, False, "facts"), "-"), scores.get((False, True, "facts"), "-"),
             # What answers in chat: the live GGUF (or the base's, with no live model).
-            *[f"{next(e for e in reversed(converted) if e.questions == 'facts').accuracy:.1%}" for _ in served],
+            *([_served_score(converted)] if gguf else []),
             "-" if recall is None else f"{recall:.1%}",
             # How often the grounded model (the live one, else base) says a question outside the handbook is so.
             scores.get((artifact is None, True, "not_covered"), "-"),
             str(artifact.path.relative_to(settings.models_path)) if artifact else "(none: base)",
         )
     Console().print(table)
+
+
+def _served_score(converted: list) -> str:
+    """Fact accuracy of the model llama.cpp serves: the live GGUF's, else the base's (evaluate_gguf's last)."""
+    return f"{[e for e in converted if e.questions == 'facts'][-1].accuracy:.1%}"
 
 
 def _train_router(settings: Settings) -> None:

@@ -250,6 +250,8 @@ class LlamaCppEngine:
                 return request, ticket
 
     def _decode(self, request: DecodeRequest, ticket: Ticket) -> None:
+        import llama_cpp
+        import numpy as np
         import torch
 
         from inference.prefix_cache import common_prefix
@@ -275,7 +277,10 @@ class LlamaCppEngine:
         generated: list[int] = []
         first_token_at: float | None = None
         while True:
-            token = int(choose_tokens(self._logits(), seen, *settings)[0])
+            # The last evaluated token's logits: a view of llama.cpp's buffer, valid until the next eval.
+            pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+            logits = torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self._vocab,)))[None]
+            token = int(choose_tokens(logits, seen, *settings)[0])
             if first_token_at is None:
                 first_token_at = time.perf_counter()
                 self._stats.prefill_seconds += first_token_at - started
@@ -301,14 +306,6 @@ class LlamaCppEngine:
             self._stats.max_rows = 1
             self._stats.decode_seconds += time.perf_counter() - step
 
-    def _logits(self) -> Any:
-        """The last evaluated token's logits, as a (1, vocab) tensor (a view of llama.cpp's buffer)."""
-        import llama_cpp
-        import numpy as np
-        import torch
-
-        pointer = llama_cpp.llama_get_logits_ith(self._llama.ctx, -1)
-        return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self._vocab,)))[None]
 
 
 def _trained_context(path: Path) -> int:
