@@ -21,24 +21,23 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inference.base import DepartmentModel, GenerationParams
+from inference.engine_thread import EngineThread
 from inference.gguf_export import DEFAULT_QUANT, artifact_gguf
 from inference.registry import RegistryView
 from inference.runtime import Served, artifact_info, load_failure, stop_token_ids
-from inference.tickets import Decoded, DecodeRequest, EngineStats, EngineStopped, Ticket, deliver, send_token
+from inference.tickets import Decoded, DecodeRequest, EngineStats, Ticket, deliver, send_token
 
 log = logging.getLogger(__name__)
 
 # KV cache per model: prompt + answer tokens. 4096 holds a long conversation with grounding
 # and costs ~90 MiB per model at f16 (SmolLM2-135M: 30 layers x 2 x 192 values per token).
 CONTEXT_TOKENS = 4096
-_IDLE_EXIT_S = 30.0  # an idle engine's thread ends; the next request starts another
 
 
 def available() -> bool:
@@ -151,21 +150,18 @@ def gguf_answers(engine: LlamaCppEngine, tokenizer: Any) -> Callable[[Sequence[l
     return lambda prompts, params: asyncio.run(answer_all(prompts, params))
 
 
-class LlamaCppEngine:
-    """Decodes the requests for one llama.cpp model, one at a time, on its own thread."""
+class LlamaCppEngine(EngineThread[tuple[DecodeRequest, Ticket]]):
+    """Decodes the requests for one llama.cpp model, one at a time, on its own thread.
+
+    Its `failure` stays None: a failed request fails alone and the engine serves on.
+    """
 
     def __init__(self, llama: Any, *, step_lock: threading.Lock | None = None, name: str = "llamacpp") -> None:
+        super().__init__(name)
         self._llama = llama
         self._vocab = llama.n_vocab()
         self._step_lock = step_lock or threading.Lock()
-        self._name = name
-        self._incoming: deque[tuple[DecodeRequest, Ticket]] = deque()
-        self._wakeup = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._closing = False
-        self._drain = True
         self._stats = EngineStats()
-        self.failure: str | None = None  # a failed request fails alone: the engine serves on
 
     @property
     def stats(self) -> EngineStats:
@@ -183,33 +179,8 @@ class LlamaCppEngine:
     def submit(self, request: DecodeRequest, *, stream: bool = False) -> Ticket:
         """Queue a request (call from a running event loop); raises EngineStopped once closed."""
         ticket = Ticket(asyncio.get_running_loop(), stream)
-        with self._wakeup:
-            if self._llama is None or (self._closing and not self._drain):
-                raise EngineStopped(f"{self._name}: closed")
-            self._incoming.append((request, ticket))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            self._wakeup.notify()
+        self._enqueue((request, ticket))
         return ticket
-
-    def close(self, *, drain: bool) -> None:
-        """Stop after the queued requests (`drain`), or after the current token, failing the rest."""
-        with self._wakeup:
-            self._closing = True
-            self._drain = self._drain and drain
-            if self._thread is None:
-                self._llama = None
-            self._wakeup.notify()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the engine thread to end (after `close`); True once it has."""
-        with self._wakeup:
-            thread = self._thread
-        if thread is None or thread is threading.current_thread():
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
 
     # Everything below runs on the engine thread.
 
@@ -230,17 +201,16 @@ class LlamaCppEngine:
         """The next request to decode; None when the thread should end."""
         with self._wakeup:
             while True:
-                if self._closing and not self._drain:
-                    stopped = EngineStopped(f"{self._name}: closed")
+                if self._aborting:
+                    stopped = self._closed()
                     for _, ticket in self._incoming:
                         deliver(ticket, stopped)
                     self._incoming.clear()
                 if not self._incoming:
                     if self._closing:
-                        self._llama = None  # under the lock: no submission can slip in after this
+                        self._stop()
                         return None
-                    if not self._wakeup.wait_for(lambda: self._incoming or self._closing, timeout=_IDLE_EXIT_S):
-                        self._thread = None  # long idle: the next submit starts a new thread
+                    if not self._wait_for_work():
                         return None
                     continue
                 request, ticket = self._incoming.popleft()
@@ -294,9 +264,9 @@ class LlamaCppEngine:
             if len(generated) >= params.max_new_tokens:
                 deliver(ticket, Decoded(generated, "length", first_token_at))
                 return
-            if ticket.cancelled or (self._closing and not self._drain):
+            if ticket.cancelled or self._aborting:
                 self._stats.cancelled += ticket.cancelled
-                deliver(ticket, EngineStopped(f"{self._name}: closed"))
+                deliver(ticket, self._closed())
                 return
             step = time.perf_counter()
             with self._step_lock:
@@ -306,6 +276,8 @@ class LlamaCppEngine:
             self._stats.max_rows = 1
             self._stats.decode_seconds += time.perf_counter() - step
 
+    def _release(self) -> None:
+        self._llama = None
 
 
 def _trained_context(path: Path) -> int:

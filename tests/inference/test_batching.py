@@ -467,3 +467,34 @@ def test_prefix_cache_keeps_adapters_apart_and_forgets_the_least_recent():
     prefixes.store("hr", [5] * 30, cache_of(30))
     prefixes.store("hr", [6] * 30, cache_of(30))  # capacity 2: the 0..39 prompt goes
     assert prefixes.lookup("hr", tokens + [99])[0] == 0
+
+
+# --- the batch's stacked KV cache --------------------------------------------------------
+
+
+def test_rows_of_different_lengths_are_left_padded_and_a_dropped_row_takes_its_padding_along():
+    from transformers import DynamicCache
+
+    from inference.batch_cache import Batch
+
+    def prefilled(length: int, value: float) -> DynamicCache:
+        return DynamicCache([(torch.full((1, 2, length, 4), value), torch.full((1, 2, length, 4), -value))] * 2)
+
+    batch: Batch[str] = Batch("cpu")
+    batch.add("short", prefilled(3, 1.0), torch.tensor([[True, False]]))
+    batch.add("long", prefilled(5, 2.0), torch.tensor([[False, True]]))
+    assert batch.rows == ["short", "long"]
+    assert batch.mask.tolist() == [[False, False, True, True, True], [True] * 5]
+    for layer in batch.cache.layers:
+        assert layer.keys.shape == layer.values.shape == (2, 2, 5, 4)
+        assert (layer.keys[0, :, :2] == 0).all() and (layer.keys[0, :, 2:] == 1).all()
+        assert (layer.values[1] == -2).all()
+    assert batch.seen.tolist() == [[True, False], [False, True]]
+
+    batch.drop([1])  # the long row goes: the short one's padding columns are cut off
+    assert batch.rows == ["short"]
+    assert batch.mask.tolist() == [[True, True, True]]
+    assert batch.cache.get_seq_length() == 3 and (batch.cache.layers[0].keys == 1).all()
+    assert batch.seen.tolist() == [[True, False]]
+    batch.drop([0])
+    assert batch.rows == [] and batch.mask.shape == (0, 0)
