@@ -301,4 +301,4 @@ class ChannelSet:
         if self.telegram and self.telegram_ready:
             await self.telegram.sender.close()
         if self.whatsapp:
-            await asyncio.to_thread(self.whatsapp.sender.close)
+            await self.whatsapp.sender.close()

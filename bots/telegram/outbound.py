@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -16,6 +15,7 @@ from telegram.ext import AIORateLimiter, ExtBot
 from bots.chunking import split_text, utf16_length
 from bots.telegram.inbound import BotIdentity
 from core.redaction import tag
+from core.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ class TelegramSender:
     Rate limits: PTB's `AIORateLimiter` keeps the bot under ~30 msg/s overall and
     20 msg/min per group, and on a 429 pauses *all* requests for
     `parameters.retry_after` (+0.1 s) before retrying (`rate_limit_retries` times);
-    `_ChatPacer` adds ~1 msg/s per chat.
+    `_ChatPacer` adds ~1 msg/s per chat. Network failures are retried
+    `network_retries` times with the project's backoff (core.retry).
 
     Blocked chats live in an in-process set (to move to shared storage later): a
     `ChatBlocked` event or a 403 from Telegram puts a chat there, and nothing is
@@ -149,7 +150,9 @@ class TelegramSender:
                 break
             await self._pacer.wait(str(chat_id))
             try:
-                message = await self._retrying(lambda p=piece: self.bot.send_message(chat_id, p))
+                message = await self._retrying(
+                    f"sendMessage to {tag(chat_id)}", lambda p=piece: self.bot.send_message(chat_id, p)
+                )
             except Forbidden as exc:
                 self._blocked_by_telegram(chat_id, exc)
                 break
@@ -190,7 +193,7 @@ class TelegramSender:
         """Stop the button's spinner. False if Telegram refused (e.g. the query is too old)."""
         try:
             return await self._retrying(
-                lambda: self.bot.answer_callback_query(callback_query_id, text=text)
+                "answerCallbackQuery", lambda: self.bot.answer_callback_query(callback_query_id, text=text)
             )
         except TelegramError as exc:
             log.info("telegram: answerCallbackQuery failed: %s", type(exc).__name__)
@@ -204,23 +207,24 @@ class TelegramSender:
         log.info("telegram: chat %s refuses messages (%s); marking blocked", tag(chat_id), exc.message)
         self.block(chat_id)
 
-    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run `call`, retrying transient network failures with capped exponential backoff.
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run `call`, retrying transient network failures (`network_retries` times) with backoff.
 
         BadRequest subclasses NetworkError in PTB but is our fault, not the
-        network's, so it is not retried. A timed-out send may in fact have been
-        delivered; a rare duplicate is preferred over a lost reply.
+        network's, so it is not retried. A 429 is the rate limiter's to wait out; the
+        RetryAfter it raises once its own retries are spent is no NetworkError and
+        passes through. A timed-out send may in fact have been delivered; a rare
+        duplicate is preferred over a lost reply.
         """
-        for attempt in range(self._network_retries + 1):
-            try:
+        async for attempt in retrying(
+            on=NetworkError,
+            except_on=BadRequest,
+            attempts=self._network_retries + 1,
+            base_s=self._backoff_base_s,
+            max_s=self._backoff_max_s,
+            log=log,
+            what=f"telegram: {what}",
+        ):
+            with attempt:
                 return await call()
-            except BadRequest:
-                raise
-            except NetworkError as exc:
-                if attempt == self._network_retries:
-                    raise
-                delay = min(self._backoff_max_s, self._backoff_base_s * 2**attempt)
-                delay *= 1 + random.random() * 0.1  # jitter: many chats must not retry in lockstep
-                log.info("telegram: %s, retrying in %.2fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: the last failure is re-raised")

@@ -7,14 +7,18 @@ handler the webhook uses, so polling exercises the production code path.
 from __future__ import annotations
 
 import asyncio
+import datetime as dtm
 import logging
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 
 from telegram import Bot, Update
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import InvalidToken, RetryAfter, TelegramError
+from telegram.warnings import PTBDeprecationWarning
 
 from bots.telegram.webhook_setup import ALLOWED_UPDATES, delete_webhook
 from core.redaction import tag
+from core.retry import retrying, unless_stopped
 
 log = logging.getLogger(__name__)
 
@@ -34,29 +38,38 @@ async def poll(
     `bot` must be initialised. The offset moves past an update once its handler
     returns or raises (a failing handler is logged, not retried: one poison update
     must not wedge the loop). Errors talking to Telegram back off exponentially
-    and retry; an invalid token is fatal and raised.
+    (at least as long as a 429 asks) and retry; an invalid token is fatal and raised.
     """
     offset: int | None = None
     webhook_deleted = False
-    failures = 0
+
+    async def next_batch() -> tuple[Update, ...]:
+        nonlocal webhook_deleted
+        # Network errors, 5xx, 409 from a second poller, 429: all pass with time.
+        async for attempt in retrying(
+            on=TelegramError,
+            except_on=InvalidToken,
+            base_s=backoff_base_s,
+            max_s=backoff_max_s,
+            hint=_retry_after_s,
+            log=log,
+            what="telegram: getUpdates",
+            level=logging.WARNING,
+        ):
+            with attempt:
+                if not webhook_deleted:
+                    # getUpdates answers 409 Conflict while a webhook is set.
+                    await delete_webhook(bot)
+                    webhook_deleted = True
+                return await bot.get_updates(offset=offset, timeout=timeout_s, allowed_updates=list(allowed_updates))
+        raise AssertionError("unreachable: retried until it succeeds")
+
     while not stop.is_set():
-        try:
-            if not webhook_deleted:
-                # getUpdates answers 409 Conflict while a webhook is set.
-                await delete_webhook(bot)
-                webhook_deleted = True
-            updates = await _get_updates(bot, offset, timeout_s, allowed_updates, stop)
-        except InvalidToken:
-            raise
-        except TelegramError as exc:  # network errors, 5xx, 409 from a second poller, 429
-            failures += 1
-            delay = min(backoff_max_s, backoff_base_s * 2 ** (failures - 1))
-            log.warning("telegram: getUpdates failed (%s); retrying in %.1fs", type(exc).__name__, delay)
-            await _sleep_unless_stopped(delay, stop)
-            continue
-        if updates is None:  # stopped while waiting
+        # Abandoning a poll is safe: updates in a response never read are not
+        # confirmed (the offset did not move) and come again on the next poll.
+        updates = await unless_stopped(next_batch(), stop)
+        if updates is None:  # stopped while polling or waiting to retry
             break
-        failures = 0
         for update in updates:
             offset = update.update_id + 1
             try:
@@ -81,32 +94,12 @@ async def _confirm(bot: Bot, offset: int | None, allowed: Sequence[str]) -> None
         log.info("telegram: could not confirm the last updates (%s)", type(exc).__name__)
 
 
-async def _get_updates(
-    bot: Bot, offset: int | None, timeout_s: int, allowed: Sequence[str], stop: asyncio.Event
-) -> tuple[Update, ...] | None:
-    """One long poll, abandoned as soon as `stop` is set (None then).
-
-    Abandoning is safe: updates in a response we never read are not confirmed
-    (the offset did not move) and come again on the next poll.
-    """
-    fetch = asyncio.ensure_future(
-        bot.get_updates(offset=offset, timeout=timeout_s, allowed_updates=list(allowed))
-    )
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({fetch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        pending = [task for task in (fetch, stopped) if not task.done()]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-    if not fetch.done() or fetch.cancelled():
+def _retry_after_s(error: BaseException) -> float | None:
+    """The wait a 429 (RetryAfter) asks for; None for any other error."""
+    if not isinstance(error, RetryAfter):
         return None
-    return fetch.result()
-
-
-async def _sleep_unless_stopped(delay: float, stop: asyncio.Event) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=delay)
-    except TimeoutError:
-        pass
+    with warnings.catch_warnings():
+        # PTB warns on reading the int form it still returns by default (PTB_TIMEDELTA unset).
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = error.retry_after
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any
 
-import requests
+import aiohttp
 from twilio.base.exceptions import TwilioException
-from twilio.http.http_client import TwilioHttpClient
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from bots.chunking import split_text, utf16_length
 from bots.whatsapp.addresses import whatsapp_address
 from core.redaction import tag
+from core.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,10 @@ class DeliveryUnavailable(DeliveryError):
 class WhatsAppSender:
     """Sends plain-text WhatsApp messages from one Twilio sender.
 
-    The twilio client is synchronous (requests), so each call runs in a worker
-    thread and the event loop keeps serving webhooks meanwhile.
+    Requests go through twilio's aiohttp-based client on the event loop, not a
+    thread per send. An aiohttp session belongs to the loop that made it, so it
+    is opened on the first send and must be closed (`await close()`, or
+    `async with`) on that same loop.
     """
 
     def __init__(
@@ -74,15 +76,12 @@ class WhatsAppSender:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        # The default TwilioHttpClient has no timeout at all: a hung connection would
-        # hold a worker thread forever.
-        self._http = TwilioHttpClient(timeout=timeout)
-        self._client = Client(account_sid, auth_token, http_client=self._http)
-        if api_base_url:
-            # Every Messages call goes through the `api` domain, whose base URL
-            # (https://api.twilio.com) is a plain attribute read on each request;
-            # pointing it elsewhere is how tests reach a loopback fake Twilio.
-            self._client.api.base_url = api_base_url.rstrip("/")
+        self.timeout = timeout
+        self._account_sid = account_sid
+        self._auth_token = auth_token
+        self._api_base_url = api_base_url.rstrip("/") if api_base_url else None
+        self._http: AsyncTwilioHttpClient | None = None
+        self._client: Client | None = None
 
     async def send(self, to: str, text: str, status_callback: str | None = None) -> list[str]:
         """Send `text` to `to` ("whatsapp:+91..." or "+91..."), split to fit; the message SIDs in order.
@@ -97,48 +96,74 @@ class WhatsAppSender:
             sids.append(await self._send_piece(recipient, piece, status_callback, sids))
         return sids
 
-    def close(self) -> None:
-        """Release pooled connections."""
-        if self._http.session is not None:
-            self._http.session.close()
+    async def close(self) -> None:
+        """Close the HTTP session and its pooled connections (a later send opens a new one)."""
+        http, self._http, self._client = self._http, None, None
+        if http is not None:
+            await http.close()
+
+    async def __aenter__(self) -> WhatsAppSender:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _twilio(self) -> Client:
+        if self._client is None:
+            # Made here, inside the running loop: aiohttp's session needs one.
+            self._http = AsyncTwilioHttpClient()
+            self._client = Client(self._account_sid, self._auth_token, http_client=self._http)
+            if self._api_base_url:
+                # Every Messages call goes through the `api` domain, whose base URL
+                # (https://api.twilio.com) is a plain attribute read on each request;
+                # pointing it elsewhere is how tests reach a loopback fake Twilio.
+                self._client.api.base_url = self._api_base_url
+        return self._client
 
     async def _send_piece(self, to: str, body: str, status_callback: str | None, sent: list[str]) -> str:
         kwargs: dict[str, Any] = {"to": to, "from_": self.from_address, "body": body}
         if status_callback:
             kwargs["status_callback"] = status_callback
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                message = await asyncio.to_thread(self._client.messages.create, **kwargs)
-                return str(message.sid)
-            except TwilioException as error:
-                status = getattr(error, "status", None)
-                code = getattr(error, "code", None)
-                reason = str(getattr(error, "msg", None) or getattr(error, "title", None) or error)
-                if not _transient_status(status):
-                    hint = _HINTS.get(code, "") if isinstance(code, int) else ""
-                    log.warning(
-                        "whatsapp reply to %s refused: HTTP %s, code %s %s",
-                        tag(to), status, code, hint or reason,
-                    )
-                    raise DeliveryRefused(code, reason, sent) from error
-                failure: tuple[int | None, str] = (code, reason)
-            except (requests.ConnectionError, requests.Timeout) as error:
-                # Retried although a timeout may hide a message Twilio did accept:
-                # a rare duplicate answer beats a lost one.
-                failure = (None, f"network: {type(error).__name__}")
-            if attempt == self.max_attempts:
-                break
-            delay = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-            delay *= random.uniform(0.5, 1.0)  # jitter: replies queued together don't retry together
-            log.info(
-                "whatsapp send to %s failed (%s), retry %d/%d in %.2fs",
-                tag(to), failure[1], attempt, self.max_attempts - 1, delay,
+        try:
+            async for attempt in retrying(
+                on=DeliveryUnavailable,
+                attempts=self.max_attempts,
+                base_s=self.backoff_base,
+                max_s=self.backoff_max,
+                log=log,
+                what=f"whatsapp send to {tag(to)}",
+                describe=lambda error: str(getattr(error, "message", error)),
+            ):
+                with attempt:
+                    return await self._create(to, kwargs, sent)
+        except DeliveryUnavailable as error:
+            log.warning(
+                "whatsapp reply to %s not sent after %d attempts: %s", tag(to), self.max_attempts, error.message
             )
-            await asyncio.sleep(delay)
-        log.warning(
-            "whatsapp reply to %s not sent after %d attempts: %s", tag(to), self.max_attempts, failure[1]
-        )
-        raise DeliveryUnavailable(failure[0], failure[1], sent)
+            raise
+        raise AssertionError("unreachable: the last failure is re-raised")
+
+    async def _create(self, to: str, kwargs: dict[str, Any], sent: list[str]) -> str:
+        """One try at one message: its SID, or DeliveryRefused / DeliveryUnavailable."""
+        try:
+            # twilio's aiohttp client ignores its own `timeout` and asks aiohttp for none:
+            # without this bound a hung connection would hold the reply forever.
+            async with asyncio.timeout(self.timeout):
+                message = await self._twilio().messages.create_async(**kwargs)
+        except TwilioException as error:
+            status = getattr(error, "status", None)
+            code = getattr(error, "code", None)
+            reason = str(getattr(error, "msg", None) or getattr(error, "title", None) or error)
+            if _transient_status(status):
+                raise DeliveryUnavailable(code, reason, sent) from error
+            hint = _HINTS.get(code, "") if isinstance(code, int) else ""
+            log.warning("whatsapp reply to %s refused: HTTP %s, code %s %s", tag(to), status, code, hint or reason)
+            raise DeliveryRefused(code, reason, sent) from error
+        except (aiohttp.ClientConnectionError, TimeoutError) as error:
+            # Retried although a timeout may hide a message Twilio did accept:
+            # a rare duplicate answer beats a lost one.
+            raise DeliveryUnavailable(None, f"network: {type(error).__name__}", sent) from error
+        return str(message.sid)
 
 
 def _transient_status(status: object) -> bool:

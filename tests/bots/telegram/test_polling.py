@@ -1,5 +1,7 @@
 import asyncio
 
+import pytest
+
 from bots.telegram.inbound import parse_update
 from bots.telegram.outbound import TelegramSender
 from bots.telegram.polling import poll
@@ -8,12 +10,14 @@ from tests.bots.telegram import payloads as p
 from tests.bots.telegram.fake_bot_api import TOKEN, FakeBotApi
 
 
-def polling(api: FakeBotApi, expected: int, on_each=None, **options):
+def polling(api: FakeBotApi, expected: int, on_each=None, sender_options=None, **options):
     """Poll until `expected` updates arrived (or 10 s passed); the update dicts received."""
     received: list[dict] = []
 
     async def main():
-        async with TelegramSender(TOKEN, base_url=api.base_url, base_file_url=api.base_file_url) as sender:
+        async with TelegramSender(
+            TOKEN, base_url=api.base_url, base_file_url=api.base_file_url, **(sender_options or {})
+        ) as sender:
             await set_webhook(sender.bot, "https://bots.example.com/hook", "s3cret")  # poll must remove it
             stop = asyncio.Event()
 
@@ -72,3 +76,16 @@ def test_polling_backs_off_on_errors_and_survives_a_failing_handler(api):
     assert [u["update_id"] for u in received] == [20, 21]
     statuses = [c.status for c in api.calls_to("getUpdates")]
     assert statuses[:2] == [502, 502] and 200 in statuses
+
+
+# PTB itself reads the deprecated int form of retry_after while building RetryAfter's message.
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+def test_polling_waits_as_long_as_a_429_asks(api):
+    # No rate-limiter retries, so the 429 reaches the poll loop, whose own backoff is tiny.
+    api.rate_limit_next(1, retry_after=1, method="getUpdates")
+    api.queue_update(p.text("after the flood wait", update_id=30))
+    received, _ = polling(api, expected=1, sender_options={"rate_limit_retries": 0}, backoff_base_s=0.01)
+    assert [u["update_id"] for u in received] == [30]
+    first, second = api.calls_to("getUpdates")[:2]
+    assert (first.status, second.status) == (429, 200)
+    assert second.at - first.at >= 1.0

@@ -39,11 +39,10 @@ def fake_twilio() -> Iterator[FakeTwilio]:
 
 
 @pytest.fixture
-def sender(fake_twilio: FakeTwilio) -> Iterator[WhatsAppSender]:
+def sender(fake_twilio: FakeTwilio) -> WhatsAppSender:
+    """A sender for the fake; each test closes it inside its own event loop (aiohttp's session lives there)."""
     # Tiny backoff keeps the retry tests fast; timeout bounds a hung test.
-    sender = WhatsAppSender(
+    return WhatsAppSender(
         ACCOUNT_SID, AUTH_TOKEN, FROM, api_base_url=fake_twilio.url,
         backoff_base=0.01, backoff_max=0.05, timeout=5,
     )
-    yield sender
-    sender.close()
