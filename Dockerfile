@@ -19,6 +19,7 @@ RUN pip install torch==2.13.0 --index-url ${TORCH_INDEX}
 
 COPY pyproject.toml README.md ./
 COPY core core
+COPY pipeline pipeline
 COPY gateway gateway
 COPY bots bots
 COPY router router
@@ -36,7 +37,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
     && apt-get purge -y build-essential && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 
 USER switchboard
-# Convert the bundled base model at build time so containers start in seconds.
+# Convert the bundled base model and train the router at build time, so containers start in seconds.
+# With your own company folder mounted, run `switchboard prepare` once against it (the router is per company).
 RUN switchboard prepare
 
 VOLUME ["/models"]

@@ -14,9 +14,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from core.redaction import scrub
 from gateway.body_limit import BodyLimit
-from gateway.channels import Dispatcher
 from gateway.components import Components, build_channels, build_components, build_dispatcher
+from gateway.dispatch import Dispatcher
 from gateway.errors import install_error_handlers
+from gateway.hot_reload import watch_registry
 from gateway.openai_api import api
 from gateway.settings import Settings
 from gateway.webhooks import webhooks
@@ -47,7 +48,7 @@ def create_app(
         await channels.start(dispatcher, telegram_polling=telegram_polling)
         tasks = [asyncio.create_task(_load_then_answer(app, components, dispatcher))]
         if components.settings.reload_interval_seconds > 0:
-            tasks.append(asyncio.create_task(components.watch_registry(components.settings.reload_interval_seconds)))
+            tasks.append(asyncio.create_task(watch_registry(components, components.settings.reload_interval_seconds)))
         try:
             yield
         finally:

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.files import file_signature
 from core.redaction import hide_secrets
-from gateway.channels import (
-    ChannelSet,
-    Dispatcher,
-    InProcessDispatcher,
-    Responder,
-    TelegramChannel,
-    WhatsAppChannel,
-)
+from gateway.channel_set import ChannelSet
 from gateway.dedupe import InProcessSeenKeys
+from gateway.dispatch import Dispatcher, InProcessDispatcher
 from gateway.metrics import Metrics
-from gateway.pipeline import GroundingSettings, Pipeline, PipelineLimits
+from gateway.responder import Responder
 from gateway.settings import Settings
 from inference.base_model import resolve_base_model
 from inference.local import LocalBackend
-from inference.registry import REGISTRY_FILE
 from knowledge.library import HandbookLibrary
 from memory.base import ConversationMemory
 from memory.in_process import InProcessMemory
+from pipeline.service import GroundingSettings, Pipeline, PipelineLimits
 from router.base import Router
 from router.commands import CommandRouter, FallbackRouter
 
@@ -53,36 +45,6 @@ class Components:
         self.backend.load(base)
         log.info("models loaded from %s", base)
 
-    def registry_signature(self) -> tuple[tuple[int, int] | None, ...]:
-        """Changes whenever training promotes or rolls back a model, or retrains the router."""
-        from router.learned import METADATA_FILE, ROUTER_SUBDIR  # rewritten by `switchboard train router`
-
-        models = self.settings.models_path
-        return file_signature(models / REGISTRY_FILE), file_signature(models / ROUTER_SUBDIR / METADATA_FILE)
-
-    async def watch_registry(self, interval: float) -> None:
-        """Hot deploy: reload the models whenever the registry changes, a handbook whenever it is edited."""
-        seen = self.registry_signature()
-        while True:
-            await asyncio.sleep(interval)
-            if self.knowledge is not None:
-                for department in await asyncio.to_thread(self.knowledge.refresh):
-                    log.info("%s: handbook changed; its index is rebuilt", department)
-            current = self.registry_signature()
-            if current == seen or not self.backend.ready:
-                continue
-            models_changed, router_changed = current[0] != seen[0], current[1] != seen[1]
-            seen = current
-            if router_changed:
-                log.info("router changed; reloading it")
-                self.pipeline.router = await asyncio.to_thread(build_router, self.settings)
-            if models_changed:
-                log.info("registry changed; reloading models")
-                try:
-                    await asyncio.to_thread(self.backend.reload)
-                except Exception:  # keep serving the models already loaded
-                    log.exception("reloading models failed; still serving the previous ones")
-
     def close(self) -> None:
         self.backend.close()
 
@@ -94,34 +56,22 @@ def build_router(settings: Settings) -> Router:
 
 
 def _automatic_router(settings: Settings) -> Router:
-    """The learned router; trained on first start (seconds) if there is none yet.
+    """The learned router (`switchboard prepare` trains it); commands only when there is none to load.
 
-    A broken artifact is not silently replaced: routing falls back to commands
-    and the error says how to fix it.
+    Serving never trains: a missing, stale or broken artifact is reported with the command that fixes it.
     """
     if settings.router == "commands":
         return FallbackRouter()
     from router.learned import ROUTER_SUBDIR, RouterArtifactError, RouterForOtherDepartments, load_learned_router
 
     directory = settings.models_path / ROUTER_SUBDIR
-    targets = settings.company().targets
     try:
-        return load_learned_router(directory, targets)
-    except RouterForOtherDepartments as error:
-        log.warning("%s; training a new one now (a few seconds)", error)
+        return load_learned_router(directory, settings.company().targets)
     except RouterArtifactError as error:
-        if directory.exists():
-            log.error("%s; routing by command only until you run `switchboard train router`", error)
-            return FallbackRouter()
-        log.info("no trained router in %s; training one now (a few seconds)", directory)
-    from training.router_training import train_router
-
-    try:
-        report = train_router(settings.data_path, out_dir=directory)
-        log.info("router trained in %.1f s", report.train_seconds)
-        return load_learned_router(directory, targets)
-    except Exception as error:  # the product must still start: commands keep working
-        log.warning("could not train the router (%s); routing by command only", error)
+        # prepare trains a missing or outdated router; a broken one it leaves for a person to look at.
+        stale = isinstance(error, RouterForOtherDepartments) or not directory.exists()
+        fix = "switchboard prepare" if stale else "switchboard train router"
+        log.error("%s; routing by command only until you run `%s`", error, fix)
         return FallbackRouter()
 
 
@@ -138,10 +88,15 @@ def telegram_sender(settings: Settings):
 
 def build_channels(settings: Settings, pipeline: Pipeline) -> ChannelSet:
     """Telegram and WhatsApp, each where its settings are present."""
-    telegram = TelegramChannel(telegram_sender(settings)) if settings.telegram_bot_token else None
+    telegram = None
+    if settings.telegram_bot_token:
+        from bots.telegram.channel import TelegramChannel
+
+        telegram = TelegramChannel(telegram_sender(settings))
     whatsapp = None
     if settings.twilio_account_sid:
         from bots.whatsapp import DeliveryLog, WhatsAppSender
+        from bots.whatsapp.channel import WhatsAppChannel
 
         sender = WhatsAppSender(
             settings.twilio_account_sid,
@@ -149,7 +104,9 @@ def build_channels(settings: Settings, pipeline: Pipeline) -> ChannelSet:
             settings.twilio_whatsapp_from,
             api_base_url=settings.twilio_api_url,
         )
-        status_url = settings.public_url.rstrip("/") + "/webhooks/whatsapp/status"
+        from gateway.webhooks import WHATSAPP_STATUS_PATH
+
+        status_url = settings.public_url.rstrip("/") + WHATSAPP_STATUS_PATH
         whatsapp = WhatsAppChannel(sender, status_url, DeliveryLog())
     return ChannelSet(telegram, whatsapp)
 

@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.messages import Reply, Route, Turn
 from core.text import well_formed
 from gateway.errors import ApiError
-from gateway.pipeline import Pipeline, ReplyStream
 from inference.base import InputTooLong
+from pipeline.service import Pipeline
+from pipeline.stream import ReplyStream
 from router.commands import AUTO
 
 # More turns than any client keeps; the model sees only what fits its context anyway.

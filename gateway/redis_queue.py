@@ -29,6 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from bots.events import Inbound
+from gateway.dispatch import QueueUnavailable
 from gateway.event_codec import conversation_of, encode
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,6 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '0' then return redis.call('DEL', KEYS[1]) end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
-
-
-class QueueUnavailable(RuntimeError):
-    """Redis cannot take the message now; the webhook answers 503 so the platform retries."""
 
 
 @dataclass(frozen=True)

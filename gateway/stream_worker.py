@@ -17,17 +17,22 @@ import time
 
 from redis.exceptions import RedisError
 
+from bots.channel import ReplyChannel
 from bots.events import Ignored, Inbound
 from core.redaction import tag
-from gateway.channels import ReplyChannel, Responder
+from core.retry import backoff_delay
 from gateway.event_codec import UndecodableEvent, decode
 from gateway.redis_queue import Entry, RedisQueue
+from gateway.responder import Responder
 
 log = logging.getLogger(__name__)
 
 RETRY_WAITING_S = 0.05  # an entry whose predecessor is still being answered
+# A Redis outage: pauses back off (core.retry) from the first to the longest, so a worker
+# notices within seconds that Redis is back.
 OUTAGE_PAUSE_S = 1.0
-MAX_BACKOFF_S = 30.0
+OUTAGE_MAX_PAUSE_S = 5.0
+MAX_BACKOFF_S = 30.0  # an entry that failed waits up to this before its next try
 
 
 class StreamWorker:
@@ -47,24 +52,24 @@ class StreamWorker:
         self.retry_base_seconds = retry_base_seconds
         self._active: dict[str, asyncio.Task] = {}
         self._not_before: dict[str, float] = {}  # entry id -> monotonic time of its next try
-        self._outage = False
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Answer entries until `stop` is set or the task is cancelled; in-flight ones finish first on stop."""
         stop = stop or asyncio.Event()
         log.info("worker %s started (concurrency %d)", self.name, self.concurrency)
+        failures = 0
         try:
             while not stop.is_set():
                 try:
                     await self._step()
-                    if self._outage:
+                    if failures:
                         log.warning("worker %s: Redis is back", self.name)
-                        self._outage = False
+                        failures = 0
                 except (RedisError, OSError) as error:
-                    if not self._outage:
+                    if not failures:
                         log.warning("worker %s: Redis unavailable (%s); retrying", self.name, error)
-                        self._outage = True
-                    await asyncio.sleep(OUTAGE_PAUSE_S)
+                    failures += 1
+                    await asyncio.sleep(backoff_delay(failures, OUTAGE_PAUSE_S, OUTAGE_MAX_PAUSE_S))
             if self._active:
                 await asyncio.wait(list(self._active.values()))
         finally:
@@ -132,8 +137,7 @@ class StreamWorker:
         except Exception as error:
             log.exception("worker %s: entry %s failed", self.name, entry.id)
             attempts = await self.queue.fail(entry, token, f"{type(error).__name__}: {error}")
-            delay = min(MAX_BACKOFF_S, self.retry_base_seconds * 2 ** (attempts - 1))
-            self._not_before[entry.id] = time.monotonic() + delay
+            self._not_before[entry.id] = time.monotonic() + backoff_delay(attempts, self.retry_base_seconds, MAX_BACKOFF_S)
         else:
             await self.queue.complete(entry, token)
             self._not_before.pop(entry.id, None)

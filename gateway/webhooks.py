@@ -8,19 +8,20 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from gateway.dispatch import QueueUnavailable
 from gateway.errors import ApiError
-from gateway.redis_queue import QueueUnavailable
 
 log = logging.getLogger(__name__)
 
-webhooks = APIRouter(prefix="/webhooks")
+webhooks = APIRouter()
 
+# Also what `switchboard telegram set-webhook` registers and the status callback Twilio is given.
 TELEGRAM_PATH = "/webhooks/telegram"
 WHATSAPP_PATH = "/webhooks/whatsapp"
 WHATSAPP_STATUS_PATH = "/webhooks/whatsapp/status"
 
 
-@webhooks.post("/telegram")
+@webhooks.post(TELEGRAM_PATH)
 async def telegram_update(request: Request) -> JSONResponse:
     from bots.telegram import peek_update, secret_matches
 
@@ -43,7 +44,7 @@ async def telegram_update(request: Request) -> JSONResponse:
     return JSONResponse({"ok": True, "duplicate": not accepted})
 
 
-@webhooks.post("/whatsapp")
+@webhooks.post(WHATSAPP_PATH)
 async def whatsapp_message(request: Request) -> Response:
     from bots.whatsapp import EMPTY_TWIML, TWIML_CONTENT_TYPE, parse_message
 
@@ -54,7 +55,7 @@ async def whatsapp_message(request: Request) -> Response:
     return Response(EMPTY_TWIML, media_type=TWIML_CONTENT_TYPE)
 
 
-@webhooks.post("/whatsapp/status")
+@webhooks.post(WHATSAPP_STATUS_PATH)
 async def whatsapp_status(request: Request) -> Response:
     from bots.whatsapp import EMPTY_TWIML, TWIML_CONTENT_TYPE, parse_status
 

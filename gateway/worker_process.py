@@ -6,8 +6,9 @@ import asyncio
 import logging
 import signal
 
-from gateway.channels import Responder
 from gateway.components import Components, build_channels, build_queue, build_worker
+from gateway.hot_reload import watch_registry
+from gateway.responder import Responder
 from gateway.stream_worker import RedisDispatcher
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ async def run_worker(components: Components, stop: asyncio.Event | None = None) 
     worker = build_worker(components, responder)
     watcher = None
     if settings.reload_interval_seconds > 0:
-        watcher = asyncio.create_task(components.watch_registry(settings.reload_interval_seconds))
+        watcher = asyncio.create_task(watch_registry(components, settings.reload_interval_seconds))
     try:
         await worker.run(stop)
     finally:

@@ -37,7 +37,7 @@ class InProcessMemory:
         self._clock = clock
         self._conversations: dict[str, _Conversation] = {}
         self._last_sweep = clock()
-        # Channels may call from worker threads as well as the event loop.
+        # One instance may serve event loops on several threads (a server's, a console's).
         self._lock = threading.Lock()
 
     async def window(self, conversation_id: str) -> list[Turn]:

@@ -6,14 +6,12 @@ oldest first, with a TTL that every append refreshes. Same semantics as InProces
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from core.messages import Turn
 from core.redaction import tag
@@ -94,15 +92,6 @@ class RedisMemory:
     async def clear(self, conversation_id: str) -> None:
         # The list is the only key kept per conversation.
         await self.client.delete(self.key(conversation_id))
-
-    async def ping(self, timeout: float = 2.0) -> bool:
-        """True when Redis answers within `timeout` seconds; for health checks, never raises."""
-        # The bound matters: the client's own retries with backoff would otherwise
-        # keep a health probe waiting for seconds on a dead server.
-        try:
-            return bool(await asyncio.wait_for(self.client.ping(), timeout))
-        except (RedisError, OSError, TimeoutError):
-            return False
 
     def _encode(self, turn: Turn) -> str:
         # Cut over-long turns: N turns per conversation times max_turn_chars bounds

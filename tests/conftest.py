@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 from gateway.components import Components, build_components
 from gateway.settings import ENV_PREFIX, Settings
 from inference.base_model import prepare_bundled_base
+from router.learned import ROUTER_SUBDIR
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"  # sample webhook payloads (fake data), in the repository
@@ -100,6 +102,19 @@ def tiny_gguf(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return export_gguf(load_causal_lm(tiny_model_dir), bundled_gguf(), target, "f32")
 
 
+@pytest.fixture(scope="session")
+def bundled_router(tmp_path_factory: pytest.TempPathFactory):
+    """The learned router for the bundled company, trained once per test run (a few seconds)."""
+    from training.router_training import train_router
+
+    return train_router(out_dir=tmp_path_factory.mktemp("models") / ROUTER_SUBDIR)
+
+
+def install_router(report, models_dir: Path) -> None:
+    """A copy of a trained router where settings with `models_dir` look for it."""
+    shutil.copytree(report.directory, models_dir / ROUTER_SUBDIR)
+
+
 def make_settings(home: Path, base_model: Path | str, **values: object) -> Settings:
     values.setdefault("models_dir", home / "models")
     return Settings(home=home, base_model=str(base_model), **values)
@@ -112,8 +127,11 @@ def started(settings: Settings) -> Components:
 
 
 @pytest.fixture(scope="session")
-def tiny_components(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Components]:
+def tiny_components(
+    tiny_model_dir: Path, bundled_router, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Components]:
     home = tmp_path_factory.mktemp("tiny-home")
+    install_router(bundled_router, home / "models")
     # At the default penalty of 1.1 the random tiny model emits only whitespace: 1.3 gives visible text.
     components = started(make_settings(home, tiny_model_dir, max_new_tokens=8, max_input_chars=2000,
                                        repetition_penalty=1.3))
@@ -123,9 +141,10 @@ def tiny_components(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="session")
 def smollm2_components(
-    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    smollm2_dir: Path, bundled_router, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Components]:
     home = tmp_path_factory.mktemp("smollm2-home")
+    install_router(bundled_router, home / "models")
     components = started(make_settings(home, smollm2_dir, max_new_tokens=48, memory_window=4))
     yield components
     components.close()

@@ -13,8 +13,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.company import load_company
-from training.datasets import DatasetError, MappingSpec, department_files, load_handbook, scan_rows
-from training.validation import FIELDS, KEY_FIELD, check_fact_ids, check_file_rows, check_leakage
+from training.datasets import department_files, load_handbook
+from training.records import DatasetError, MappingSpec, scan_rows
+from training.schema import FIELDS, KEY_FIELD, check_file_rows
+from training.validation import check_fact_ids, check_leakage
 
 # Which file of the department each kind of record goes to.
 TARGET_FILES = {"sft": "train", "eval": "eval", "preference": "preference", "not_covered": "not_covered",

@@ -245,7 +245,7 @@ class EvalSuite:
         return retrieval_recall(self.knowledge.index.search, self.questions, self.k)
 
     def quote_accuracy(self) -> float | None:
-        """What an untrained department serves (gateway.pipeline.HandbookQuotes): the share of
+        """What an untrained department serves (pipeline.quotes.HandbookQuotes): the share of
         questions whose best entry holds every expected string."""
         if self.knowledge is None or not self.questions:
             return None

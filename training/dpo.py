@@ -9,11 +9,7 @@ second copy of the model is held in memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-from training.datasets import PreferenceRecord
-from training.examples import preference_dataset, user_text
+from training.examples import preference_dataset
 from training.job import ARTIFACT, TrainingJob, TrainingResult, count_parameters, load_tokenizer
 from training.lora import train_adapter
 from training.runner import frozen_weights_dtype, train_with_progress, training_arguments
@@ -56,33 +52,3 @@ def train(job: TrainingJob) -> TrainingResult:
     model.save_pretrained(str(job.artifact_dir), selected_adapters=["default"])
     trainable, total = count_parameters(model)
     return TrainingResult(job.artifact_dir, "adapter", stages, trainable, total)
-
-
-def preference_margin(
-    model: Any, tokenizer: Any, system_prompt: str, records: Sequence[PreferenceRecord]
-) -> float:
-    """Mean over pairs of log p(chosen) - log p(rejected), each given its prompt.
-
-    DPO should raise it; it is what the preference loss pushes on.
-    """
-    import torch
-
-    from core.messages import Turn
-    from inference.chat_format import encode_chat
-
-    def answer_logprob(prompt_ids: list[int], answer: str) -> float:
-        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
-        with torch.no_grad():
-            logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        return logprobs.gather(1, torch.tensor(answer_ids, device=model.device)[:, None]).sum().item()
-
-    margins = []
-    for record in records:
-        prompt = encode_chat(
-            tokenizer, system_prompt, [Turn("user", user_text(record.prompt, record.input))],
-            add_generation_prompt=True,
-        )
-        margins.append(answer_logprob(prompt, record.chosen) - answer_logprob(prompt, record.rejected))
-    return sum(margins) / len(margins)

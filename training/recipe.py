@@ -59,10 +59,6 @@ class Recipe(BaseModel):
     dpo_learning_rate: float = Field(default=5e-5, gt=0)
     dpo_batch_size: int = Field(default=4, ge=1)
 
-    @property
-    def uses_lora(self) -> bool:
-        return self.method in ("lora", "qlora", "dpo")
-
     def with_overrides(self, **values: object) -> Recipe:
         """A copy with the given non-None values, validated like the file."""
         data = self.model_dump()

@@ -25,10 +25,6 @@ class StageResult:
     seconds: float
     tokens: int  # non-padding tokens seen
 
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
-
 
 def use_cuda() -> bool:
     import torch

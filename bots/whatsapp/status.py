@@ -54,12 +54,6 @@ class DeliveryLog:
             )
         return True
 
-    def status_of(self, sid: str) -> str | None:
-        """The latest status known for `sid`, or None if no callback came (or it was evicted)."""
-        with self._lock:
-            entry = self._entries.get(sid)
-        return entry.status.lower() if entry else None
-
     def get(self, sid: str) -> DeliveryStatus | None:
         """The callback that set the current state, with its recipient and error code."""
         with self._lock:

@@ -14,9 +14,9 @@ from bots.events import Message
 from core.company import load_company
 from core.messages import IncomingMessage
 from gateway.app import create_app
-from gateway.channels import Responder
 from gateway.components import build_components
-from gateway.pipeline import help_text
+from gateway.responder import Responder
+from pipeline.texts import help_text
 from tests.bots.telegram import payloads
 from tests.bots.telegram.fake_bot_api import TOKEN, FakeBotApi
 from tests.bots.whatsapp.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM, load_form
@@ -169,7 +169,7 @@ def test_whatsapp_status_callbacks_are_recorded_in_any_order(server):
         path = "/webhooks/whatsapp/status"
         assert httpx.post(server.url + path, data=form, headers=signed(form, path)).status_code == 200
     delivery_log = server.app.state.channels.whatsapp.delivery_log
-    assert delivery_log.status_of(sid) == "delivered"
+    assert delivery_log.get(sid).status == "delivered"
 
 
 def test_grounded_replies_end_with_their_sources(server, bot_api, twilio):

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from tests.conftest import write_registry
+from tests.conftest import install_router, write_registry
 
 runner = CliRunner()
 
@@ -31,12 +31,23 @@ def test_route_prints_json(env):
     assert json.loads(result.stdout) == {"department": "finance", "confidence": 1.0, "reason": "command"}
 
 
-def test_learned_router_is_trained_on_first_use_then_evaluated(env, tmp_path):
+def test_without_a_router_routing_is_by_command_and_says_to_prepare(env, caplog):
+    result = runner.invoke(app, ["route", "mera casual leave balance kitna hai?"],
+                           env={**env, "SWITCHBOARD_ROUTER": "learned"})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["reason"] == "fallback"
+    assert "switchboard prepare" in caplog.text
+
+
+def test_prepare_keeps_a_router_for_these_departments_then_it_routes_and_is_evaluated(env, tmp_path, bundled_router):
+    install_router(bundled_router, tmp_path / "models")
     env = {**env, "SWITCHBOARD_ROUTER": "learned"}
+    result = runner.invoke(app, ["prepare"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "router ready" in result.output and "Training the router" not in result.output
     result = runner.invoke(app, ["route", "mera casual leave balance kitna hai?"], env=env)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["department"] == "hr"
-    assert (tmp_path / "models" / "router" / "router.json").exists()
     result = runner.invoke(app, ["eval", "router"], env={**env, "COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "confusion matrix" in result.stdout and "out-of-scope to base" in result.stderr
@@ -78,6 +89,7 @@ def test_ask_prints_department_confidence_reply_and_latency(env):
     assert answer["sources"][0]["id"] == "HR-03" and "8 days" in answer["sources"][0]["text"]
 
 
+@pytest.mark.slow
 def test_ask_as_a_process_in_a_fresh_home_exits_0(env, tmp_path):
     # The engine thread must be gone before the interpreter exits, or torch can abort it (exit 134).
     home = tmp_path / "fresh"
@@ -120,6 +132,7 @@ def test_chat_shows_the_route_of_each_reply_and_resets(env):
     assert "Done: I have forgotten this conversation." in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_eval_scores_a_question_bank_with_and_without_grounding(env, tmp_path):
     bank = tmp_path / "bank.csv"
     bank.write_text("question,must_say\nHow many casual leaves do I get?,8 days\nSick leave per year?,10 days\n")

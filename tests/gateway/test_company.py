@@ -12,9 +12,10 @@ from core.company import BUNDLED_COMPANY, COMPANY_FILE, TEMPLATE, CompanyError, 
 from core.messages import IncomingMessage
 from gateway.app import create_app
 from gateway.cli import app as cli
+from gateway.components import build_components
 from gateway.settings import SettingsError, load_settings
 from router.learned import ROUTER_SUBDIR, RouterForOtherDepartments, load_learned_router
-from tests.conftest import LiveServer, make_settings, run, started
+from tests.conftest import LiveServer, install_router, make_settings, run, started
 from training.router_training import train_router
 
 runner = CliRunner()
@@ -52,6 +53,7 @@ def say(components, text: str, conversation: str = "it-test"):
     return run(components.pipeline.handle(IncomingMessage("test", conversation, text)))
 
 
+@pytest.mark.slow
 def test_a_sixth_department_is_reached_by_command_and_by_routing(served) -> None:
     assert served.settings.company().ids[-1] == "it"
     reply = say(served, "/it how often does my password expire?", conversation="pinned")
@@ -62,12 +64,14 @@ def test_a_sixth_department_is_reached_by_command_and_by_routing(served) -> None
     assert say(served, "/it", conversation="switch").text.startswith("You are now talking to the IT assistant")
 
 
+@pytest.mark.slow
 def test_the_sixth_department_is_grounded_in_its_own_handbook(served) -> None:
     grounding = served.knowledge.retrieve("it", "how long before my password expires?", 3)
     assert grounding.entries[0].id == "IT-01"
     assert grounding.not_covered == "The IT handbook does not cover that. Please ask the IT service desk on extension 5050."
 
 
+@pytest.mark.slow
 def test_models_lists_it_and_an_unknown_command_gets_help(served) -> None:
     with LiveServer(create_app(components=served)) as live:
         models = httpx.get(f"{live.url}/v1/models").json()["data"]
@@ -81,16 +85,21 @@ def test_models_lists_it_and_an_unknown_command_gets_help(served) -> None:
     assert reply.text.startswith("There is no /legal here.") and "/it" in reply.text and "IT" in reply.text
 
 
-def test_a_router_for_other_departments_is_refused_and_retrained(company_with_it, tiny_model_dir, tmp_path) -> None:
+@pytest.mark.slow
+def test_a_router_for_other_departments_is_refused_then_prepare_retrains_it(
+    company_with_it, tiny_model_dir, tmp_path, bundled_router, caplog
+) -> None:
+    install_router(bundled_router, tmp_path / "models")  # five departments, no `it`
     router_dir = tmp_path / "models" / ROUTER_SUBDIR
-    train_router(BUNDLED_COMPANY, out_dir=router_dir)  # five departments, no `it`
     with pytest.raises(RouterForOtherDepartments, match="run `switchboard train router`"):
         load_learned_router(router_dir, load_company(company_with_it).targets)
-    components = started(make_settings(tmp_path, tiny_model_dir, data_dir=company_with_it, max_new_tokens=2))
-    try:
-        assert "it" in load_learned_router(router_dir).metadata.labels  # retrained at start for this company
-    finally:
-        components.close()
+    components = build_components(make_settings(tmp_path, tiny_model_dir, data_dir=company_with_it))
+    assert components.pipeline.router.route("vpn keeps dropping", []).reason == "fallback"  # serving never trains
+    assert "switchboard prepare" in caplog.text
+    env = {"SWITCHBOARD_HOME": str(tmp_path), "SWITCHBOARD_BASE_MODEL": str(tiny_model_dir)}
+    result = runner.invoke(cli, ["prepare", "--data", str(company_with_it)], env=env)
+    assert result.exit_code == 0, result.output
+    assert "it" in load_learned_router(router_dir).metadata.labels
 
 
 def test_init_then_validate_then_train_the_router(tmp_path, tiny_model_dir) -> None:

@@ -1,5 +1,8 @@
 """The OpenAI-compatible API, driven by the official `openai` client over real HTTP."""
 
+import json
+from types import SimpleNamespace
+
 import httpx
 import openai
 import pytest
@@ -150,3 +153,28 @@ def test_an_untrained_department_quotes_its_handbook_with_the_source(client):
         model="hr", messages=[{"role": "user", "content": "How many casual leaves do I get?"}], stream=True)
     final = [c for c in stream if c.choices and c.choices[0].finish_reason][-1]
     assert final.model_extra["switchboard"]["sources"] == sources
+
+
+def test_a_stream_that_fails_after_its_headers_reports_the_error_in_band():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from gateway.errors import install_error_handlers
+    from gateway.openai_api import api
+    from gateway.settings import Settings
+    from tests.fakes import ScriptedBackend, fake_pipeline
+
+    app = FastAPI()
+    app.state.pipeline = fake_pipeline(ScriptedBackend("one two three", stream_fails_after=2))
+    app.state.components = SimpleNamespace(settings=Settings())  # what the API-key check reads
+    install_error_handlers(app)
+    app.include_router(api)
+    body = {"model": "hr", "stream": True, "messages": [{"role": "user", "content": "leave?"}]}
+    with TestClient(app) as client, client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200  # sent before the failure
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    deltas = [json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-1]]
+    assert deltas == ["", "one", " two"]
+    assert json.loads(events[-1]) == {"error": {"message": "generation failed: the model stopped mid-answer",
+                                                "type": "server_error"}}
+    assert "[DONE]" not in events  # a client must not take the cut answer for a whole one

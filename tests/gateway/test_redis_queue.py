@@ -133,6 +133,7 @@ def test_an_entry_that_keeps_failing_goes_to_the_dead_letter_stream(gateway, fre
     assert "telegram:43" in result.output and "BadRequest" in result.output
 
 
+@pytest.mark.slow
 def test_redis_outage_refuses_webhooks_then_recovers_without_restart(
     fresh_bot_api, tiny_model_dir, tmp_path
 ):
@@ -178,6 +179,7 @@ def start_worker(env, log_path):
     return subprocess.Popen([str(SWITCHBOARD), "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_loses_nothing_and_nothing_is_answered_twice(
     clean_redis, fresh_bot_api, tiny_model_dir, tmp_path
 ):

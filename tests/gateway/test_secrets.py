@@ -90,7 +90,7 @@ def test_a_whole_telegram_and_whatsapp_flow_at_debug_logs_no_secret_and_no_id(ti
         bot_api.stop()
     assert CHAT_ID in json.dumps(update) and PHONE in form["From"]  # the flow did carry them
     # The failed sends were logged, naming the recipient by its tag.
-    assert "telegram: NetworkError" in caplog.text and f"whatsapp send to {tag('+1' + PHONE)} failed" in caplog.text
+    assert "failed (NetworkError)" in caplog.text and f"whatsapp send to {tag('+1' + PHONE)} failed" in caplog.text
     assert leaks(caplog.text) == [] and leaks(readiness) == []
 
 

@@ -14,6 +14,8 @@ from inference.llamacpp import GgufServing, LlamaCppRuntime
 from inference.local import LocalBackend
 from tests.conftest import make_settings, run, write_registry
 
+pytestmark = pytest.mark.slow  # trains or converts models: seconds per test
+
 PROMPTS = load_company().system_prompts()
 QUESTIONS = ["How many casual leaves do I get?", "When is Form 16 issued?", "hi", "Who approves a travel claim?"]
 # At the default penalty the random tiny model emits whitespace: 1.3 gives visible text.

@@ -154,6 +154,7 @@ async def collect(stream) -> str:
     return "".join(await deltas(stream))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("department", ["finance", "base"])
 def test_generate_and_stream_give_the_remote_servers_own_answer(gateway, direct, department):
     expected = remote_answer(direct, department)
@@ -176,6 +177,7 @@ def test_generate_and_stream_give_the_remote_servers_own_answer(gateway, direct,
     )
 
 
+@pytest.mark.slow
 def test_each_department_reaches_the_server_under_its_own_name(gateway, remote):
     before = {target: remote.served(target) for target in TARGETS}
     for target in TARGETS:
@@ -183,6 +185,7 @@ def test_each_department_reaches_the_server_under_its_own_name(gateway, remote):
     assert {target: remote.served(target) - before[target] for target in TARGETS} == dict.fromkeys(TARGETS, 1)
 
 
+@pytest.mark.slow
 def test_models_name_the_remote_model_and_url_per_department(gateway, remote):
     rows = {row.department: row for row in gateway.backend.models()}
     assert list(rows) == list(TARGETS)
@@ -192,6 +195,7 @@ def test_models_name_the_remote_model_and_url_per_department(gateway, remote):
         assert row.note == ""  # Switchboard lists every department
 
 
+@pytest.mark.slow
 def test_a_department_can_have_a_server_of_its_own(remote, tiny_model_dir):
     # The same server under another name stands in for hr's full-model server.
     own = f"http://localhost:{remote.port}/v1"
@@ -205,6 +209,7 @@ def test_a_department_can_have_a_server_of_its_own(remote, tiny_model_dir):
     backend.close()
 
 
+@pytest.mark.slow
 def test_a_remembered_conversation_is_sent_whole(gateway):
     handle = gateway.pipeline.handle
     first = run(handle(IncomingMessage("test", "remote-chat", "/sales What is the dealer margin?")))
@@ -215,6 +220,7 @@ def test_a_remembered_conversation_is_sent_whole(gateway):
     assert second.prompt_tokens - first.prompt_tokens >= count(first.text) + count("And for EMI schemes?")
 
 
+@pytest.mark.slow
 def test_a_message_too_long_for_the_context_is_input_too_long(gateway):
     long_message = "leave " * 600  # over 512 tokens: the tiny model's whole context
     with pytest.raises(InputTooLong, match="hr at"):
@@ -248,6 +254,7 @@ def test_settings_choose_the_backend_and_name_what_is_missing(monkeypatch, tmp_p
     assert load_settings().backend == "auto"
 
 
+@pytest.mark.slow
 def test_an_unreachable_server_is_a_clear_error(tiny_model_dir, tmp_path):
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     backend = OpenAIBackend(url, load_company().system_prompts(), max_retries=0)
@@ -413,6 +420,7 @@ def test_server_errors_name_the_server_and_what_it_said(tiny_model_dir, status, 
     assert type(raised.value) is error_type
 
 
+@pytest.mark.slow
 def test_a_grounded_question_reaches_the_server_with_its_entries(remote, tiny_model_dir, tmp_path):
     settings = make_settings(tmp_path, tiny_model_dir, backend="openai", openai_base_url=remote.url + "/v1",
                              router="commands", max_new_tokens=MAX_NEW_TOKENS, reload_interval_seconds=0)

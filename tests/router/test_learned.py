@@ -1,4 +1,4 @@
-"""The learned router, trained once per module on the bundled data (a few seconds)."""
+"""The learned router, trained once per test run on the bundled data (tests/conftest.py, a few seconds)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from training.router_training import (
     load_examples,
     load_extra_examples,
     split_examples,
-    train_router,
 )
 
 # Measured with the default method (README, The router knows each department's field): departments
@@ -37,8 +36,8 @@ HR_ANSWER = [Turn("user", "How many EL days do I get?"),
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> RouterTrainingReport:
-    return train_router(out_dir=tmp_path_factory.mktemp("models") / "router")
+def trained(bundled_router: RouterTrainingReport) -> RouterTrainingReport:
+    return bundled_router
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,7 @@ def router(trained: RouterTrainingReport) -> LearnedRouter:
 
 
 def test_training_is_fast_and_writes_the_artifact(trained: RouterTrainingReport) -> None:
-    assert trained.train_seconds < 30  # a fresh clone trains the router at first start
+    assert trained.train_seconds < 30  # `switchboard prepare` (and so `make run`) trains it on a fresh clone
     assert sorted(p.name for p in trained.directory.iterdir()) == [MODEL_FILE, METADATA_FILE]
     # staging directories of the atomic write are gone
     assert [p.name for p in trained.directory.parent.iterdir()] == ["router"]
@@ -94,6 +93,7 @@ def test_threshold_is_the_middle_of_those_within_one_message_of_the_best() -> No
     assert fit_threshold(probs, labels, classes) == 0.3
 
 
+@pytest.mark.slow
 def test_evaluate_router_remeasures_the_same_test_split(trained: RouterTrainingReport) -> None:
     assert evaluate_router(trained.directory) == trained.evaluation
 

@@ -5,13 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from knowledge.handbook import Fact
 from training.datasets import (
     DATA_DIR,
-    DatasetError,
     EvalRecord,
-    Fact,
     PreferenceRecord,
-    Row,
     SftRecord,
     department_files,
     load_eval,
@@ -19,9 +17,8 @@ from training.datasets import (
     load_out_of_scope,
     load_preferences,
     load_sft,
-    parse_mapping,
-    read_rows,
 )
+from training.records import DatasetError, Row, parse_mapping, scan_rows
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ANSWER = " ".join(["Leave requests go through Saathi and need manager approval."] * 5)  # 45 words
@@ -123,9 +120,8 @@ def test_json_array_problems_use_item_numbers(tmp_path: Path) -> None:
 def test_json_that_is_not_an_array_is_a_problem(tmp_path: Path) -> None:
     path = tmp_path / "train.json"
     path.write_text('{"instruction": "x"}', encoding="utf-8")
-    with pytest.raises(DatasetError) as excinfo:
-        read_rows(path)
-    assert problem_lines(excinfo) == [f"{path}: expected a top-level JSON array of objects, got object"]
+    rows, problems = scan_rows(path)
+    assert rows == [] and [str(p) for p in problems] == [f"{path}: expected a top-level JSON array of objects, got object"]
 
 
 def test_csv_expected_may_be_a_json_array_or_pipe_separated(tmp_path: Path) -> None:
@@ -139,9 +135,9 @@ def test_csv_expected_may_be_a_json_array_or_pipe_separated(tmp_path: Path) -> N
     assert [r.expected for r in load_eval(path)] == [("12 days", "Saathi"), ("manager", "Saathi")]
 
 
-def test_read_rows_renames_keys_and_keeps_the_rest(tmp_path: Path) -> None:
+def test_a_mapping_renames_keys_and_keeps_the_rest(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "data.jsonl", json.dumps({"q": "hi", "category": "greeting"}))
-    assert read_rows(path, "text=q") == [Row(1, {"q": "hi", "category": "greeting", "text": "hi"})]
+    assert scan_rows(path, "text=q") == ([Row(1, {"q": "hi", "category": "greeting", "text": "hi"})], [])
 
 
 def test_unsupported_extension_names_the_file_and_the_supported_ones(tmp_path: Path) -> None:

@@ -2,12 +2,16 @@
 
 import json
 
+import pytest
+
 from inference.gguf_export import gguf_path
 from inference.llamacpp import GgufServing
 from tests.training.test_methods import FAST, PROMPT, PROMPTS
 from training.department import conversion_verdict, make_job, train_department
 from training.evaluation import Answer, Evaluation
 from training.promotion import live_version
+
+pytestmark = pytest.mark.slow  # trains or converts models: seconds per test
 
 
 def scored(right: int, total: int) -> Evaluation:

@@ -25,6 +25,7 @@ def position_of_oracle(example) -> int | None:
     return ids.index(cited[0]) if cited else None
 
 
+@pytest.mark.slow
 def test_each_question_sees_its_own_fact_among_the_next_ranked(hr):
     knowledge, records, outside = hr
     plan = GroundingPlan(k=3, no_oracle_share=0.1, answer="record")
@@ -44,6 +45,7 @@ def test_each_question_sees_its_own_fact_among_the_next_ranked(hr):
     assert "extension 4420" in not_covered
 
 
+@pytest.mark.slow
 def test_rankings_are_cross_fitted_like_served_questions(hr):
     knowledge, records, _ = hr
     examples = Grounder(knowledge, GroundingPlan(no_oracle_share=0)).examples(records)

@@ -8,16 +8,20 @@ import pytest
 from core.company import load_company
 from core.messages import Turn
 from inference.base import GenerationParams
+from inference.chat_format import encode_chat
 from inference.local import LocalBackend
 from tests.company_folder import write_company_file
 from tests.conftest import run
 from training import dpo, full, lora
-from training.datasets import DatasetError, department_files, load_not_covered, load_preferences, load_sft
+from training.datasets import department_files, load_not_covered, load_preferences, load_sft
 from training.department import EvalSuite, evaluate_models, make_job, plan
-from training.examples import IGNORE_INDEX, plain_examples, plain_preferences, sft_features
+from training.examples import IGNORE_INDEX, plain_examples, plain_preferences, sft_features, user_text
 from training.job import TrainingJob, load_tokenizer
 from training.promotion import ModelVersion, promote
 from training.recipe import Recipe
+from training.records import DatasetError
+
+pytestmark = pytest.mark.slow  # trains models: seconds per test
 
 PROMPTS = load_company().system_prompts()  # the bundled example company
 PROMPT = PROMPTS["finance"]
@@ -93,6 +97,33 @@ def test_qlora_really_loads_the_base_in_4_bit(tiny_model_dir, tmp_path, records)
     assert four_bit and four_bit[0].weight.quant_state.quant_type == "nf4"
 
 
+def preference_margin(
+    model, tokenizer, system_prompt: str, records
+) -> float:
+    """Mean over pairs of log p(chosen) - log p(rejected), each given its prompt.
+
+    DPO should raise it; it is what the preference loss pushes on.
+    """
+    import torch
+
+    def answer_logprob(prompt_ids: list[int], answer: str) -> float:
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = torch.tensor([prompt_ids + answer_ids], device=model.device)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        return logprobs.gather(1, torch.tensor(answer_ids, device=model.device)[:, None]).sum().item()
+
+    margins = []
+    for record in records:
+        prompt = encode_chat(
+            tokenizer, system_prompt, [Turn("user", user_text(record.prompt, record.input))],
+            add_generation_prompt=True,
+        )
+        margins.append(answer_logprob(prompt, record.chosen) - answer_logprob(prompt, record.rejected))
+    return sum(margins) / len(margins)
+
+
 def test_dpo_raises_the_chosen_over_rejected_margin(tiny_model_dir, tmp_path, records):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -105,7 +136,7 @@ def test_dpo_raises_the_chosen_over_rejected_margin(tiny_model_dir, tmp_path, re
     def margin(adapter):
         base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
         model = PeftModel.from_pretrained(base, str(adapter)).eval()
-        return dpo.preference_margin(model, tokenizer, PROMPT, records[1])
+        return preference_margin(model, tokenizer, PROMPT, records[1])
 
     sft_margin = margin(tmp_path / "dpo-run" / dpo.SFT_STAGE / "artifact")
     assert margin(result.artifact) > sft_margin + 1.0

@@ -1,6 +1,10 @@
 """bench/recipe_sweep.py: a grid of recipe variants, each trained and scored like `switchboard eval`."""
 
+import pytest
+
 from bench.recipe_sweep import VARIANTS, Job, plan_jobs, run_job
+
+pytestmark = pytest.mark.slow  # trains or converts models: seconds per test
 
 
 def test_plan_scores_the_base_first_then_each_variant_across_departments():

@@ -7,11 +7,11 @@ import pytest
 
 from core.company import load_company
 from tests.company_folder import write_company_file
-from training.datasets import DATA_DIR, display_path
+from training.datasets import DATA_DIR
+from training.records import Problem, display_path
 from training.scoring import contains_all, missing, normalise
 from training.validation import (
     DepartmentStats,
-    Problem,
     department_stats,
     validate_bundle,
     validate_department,

@@ -1,7 +1,8 @@
 """Grounding in the pipeline: which entries a reply names as its sources, and what it remembers."""
 
 from core.messages import Entry, Grounding, IncomingMessage
-from gateway.pipeline import cited, quote, sources_line
+from pipeline.quotes import quote
+from pipeline.replies import cited, sources_line
 from tests.conftest import run
 
 ENTRIES = (Entry("HR-03", "Casual leave is 8 days.", 0.4, "Leave"), Entry("HR-04", "Sick leave is 10 days.", 0.2))

@@ -4,7 +4,7 @@ import pytest
 
 from core.company import load_company
 from core.messages import IncomingMessage
-from gateway.pipeline import RESET_TEXT, help_text
+from pipeline.texts import RESET_TEXT, help_text
 from tests.conftest import run
 
 pytestmark = pytest.mark.slow
