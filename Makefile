@@ -8,7 +8,7 @@ TORCH   := torch==2.13.0
 # llama.cpp's library only: no examples, tools, tests, server or multimodal parts (halves the build).
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: install install-dev prepare run test lint bench clean
+.PHONY: install install-dev browser prepare run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,13 @@ run: prepare
 	@echo "Chat with it: $(BIN)/switchboard chat   (or POST http://127.0.0.1:8000/v1/chat/completions)"
 	$(BIN)/switchboard serve
 
-test: install-dev
+# The web console's browser tests drive Debian's Chromium through Playwright, which downloads no browser.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null || { echo "Installing Debian's chromium for the console's browser tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install-dev browser
 	$(BIN)/python -m pytest
 
 lint: install-dev

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from core.redaction import scrub
 from gateway.body_limit import BodyLimit
 from gateway.components import Components, build_channels, build_components, build_dispatcher
+from gateway.console import install_console
 from gateway.dispatch import Dispatcher
 from gateway.errors import install_error_handlers
 from gateway.hot_reload import watch_registry
@@ -67,6 +68,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(api)
     app.include_router(webhooks)
+    if components.settings.console:
+        install_console(app)
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 import uuid
@@ -19,12 +18,13 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, format_sse_event
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.messages import Reply, Route, Turn
+from core.messages import IncomingMessage, Reply, Route, Turn
 from core.text import well_formed
+from gateway.api_key import authorized
 from gateway.errors import ApiError
 from inference.base import InputTooLong
 from pipeline.service import Pipeline
-from pipeline.stream import ReplyStream
+from pipeline.stream import FixedReply, ReplyStream
 from router.commands import AUTO
 
 # More turns than any client keeps; the model sees only what fits its context anyway.
@@ -35,18 +35,7 @@ _CREATED = int(time.time())
 
 
 
-async def _authorized(request: Request) -> None:
-    """With `api_key` set, every /v1 call must carry it as a bearer token (compared in constant time)."""
-    key = request.app.state.components.settings.api_key
-    if key is None:
-        return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.get_secret_value().encode()):
-        raise ApiError(401, "Missing or wrong API key: send Authorization: Bearer <api_key>.",
-                       type_="authentication_error", code="invalid_api_key")
-
-
-api = APIRouter(prefix="/v1", dependencies=[Depends(_authorized)])
+api = APIRouter(prefix="/v1", dependencies=[Depends(authorized)])
 
 
 class TextPart(BaseModel):
@@ -83,6 +72,9 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=1)
+    # Switchboard's own: a conversation the server remembers (the web console's). The history then
+    # comes from memory, as on every channel, and only the last user message is read.
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[\w.:-]+$")
 
 
 def _models(pipeline: Pipeline) -> tuple[str, ...]:
@@ -116,12 +108,19 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> JSO
         top_p=body.top_p,
     )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    # Web conversations get their own key space: a caller cannot name a Telegram or WhatsApp chat.
+    remembered = (IncomingMessage("web", f"web:{body.conversation_id}", turns[-1].content)
+                  if body.conversation_id else None)
     try:
         if body.stream:
-            stream = await pipeline.stream(body.model, turns, params)
+            if remembered:
+                stream = await pipeline.handle_stream(remembered, body.model, params)
+            else:
+                stream = await pipeline.stream(body.model, turns, params)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(_sse(completion_id, stream, include_usage))
-        reply = await _unless_disconnected(request, pipeline.complete(body.model, turns, params))
+        work = pipeline.handle(remembered, body.model, params) if remembered else pipeline.complete(body.model, turns, params)
+        reply = await _unless_disconnected(request, work)
     except InputTooLong as error:
         raise ApiError(400, str(error), code="context_length_exceeded", param="messages") from None
     except ValueError as error:
@@ -179,7 +178,7 @@ def _completion(completion_id: str, reply: Reply) -> dict:
     }
 
 
-async def _sse(completion_id: str, stream: ReplyStream, include_usage: bool) -> AsyncIterator[str]:
+async def _sse(completion_id: str, stream: ReplyStream | FixedReply, include_usage: bool) -> AsyncIterator[str]:
     department = stream.route.department
 
     def chunk(delta: dict, finish_reason: str | None = None, **extra: object) -> str:

@@ -145,7 +145,13 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="How often `serve` checks the registry for promoted models (0: never)."
     )
     api_key: SecretStr | None = Field(
-        default=None, description="When set, /v1/* requires `Authorization: Bearer <key>` (webhooks verify their own way)."
+        default=None,
+        description="When set, /v1/* and the console's data require `Authorization: Bearer <key>` "
+        "(webhooks verify their own way).",
+    )
+    console: bool = Field(default=True, description="The web console at / (chat in the browser).")
+    console_admin: bool = Field(
+        default=True, description="The console's read-only admin views: models, eval answers, queue and health."
     )
     host: str = Field(default="127.0.0.1", description="`switchboard serve` address.")
     port: int = Field(default=8000, ge=1, le=65535, description="`switchboard serve` port.")

@@ -68,3 +68,13 @@ def read_registry(models_dir: Path, departments: Sequence[str]) -> RegistryView:
             continue
         artifacts[department] = Artifact(department, kind, (models_dir / path).resolve())
     return RegistryView(artifacts, problems)
+
+
+def department_entries(models_dir: Path) -> dict[str, dict]:
+    """Every department's whole registry entry (live, candidates, previous), for display; {} when unreadable."""
+    try:
+        document = json.loads((models_dir / REGISTRY_FILE).read_text(encoding="utf-8"))
+        entries = document["departments"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in entries.items() if isinstance(v, dict)} if isinstance(entries, dict) else {}

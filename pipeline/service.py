@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.company import BASE, Company
 from core.messages import Grounding, IncomingMessage, Reply, Route, Turn
@@ -21,7 +21,7 @@ from memory.base import ConversationMemory
 from pipeline.metrics import MetricsSink
 from pipeline.quotes import HandbookQuotes
 from pipeline.replies import build_reply, cited, elapsed_ms
-from pipeline.stream import ReplyStream
+from pipeline.stream import FixedReply, ReplyStream
 from pipeline.texts import EMPTY_REPLY, RESET_TEXT, help_text, switched_text
 from router.base import Router
 from router.commands import AUTO, parse_command
@@ -34,6 +34,16 @@ class UnknownModel(ValueError):
 @dataclass(frozen=True)
 class PipelineLimits:
     max_input_chars: int = 4000
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """A message routed for the model: where it goes, what it follows, what the handbook says."""
+
+    route: Route
+    history: list[Turn]
+    grounding: Grounding | None
+    note: str  # said before the answer (a message cut to the limit)
 
 
 @dataclass(frozen=True)
@@ -67,12 +77,49 @@ class Pipeline:
         self.grounding = grounding
         self.quotes = HandbookQuotes()
 
-    async def handle(self, message: IncomingMessage) -> Reply:
-        """Answer one message of a remembered conversation."""
+    async def handle(self, message: IncomingMessage, model: str = AUTO, params: GenerationParams | None = None) -> Reply:
+        """Answer one message of a remembered conversation.
+
+        `model` is a department (or base) to answer without routing, as the web console's
+        picker asks; `auto` routes, honouring commands and pins, as every channel does.
+        """
         started = time.perf_counter()
+        turn = await self._begin(message, model, started)
+        if isinstance(turn, Reply):
+            return turn
+        generation = await self._generate(
+            turn.route, [*turn.history, Turn("user", turn.route.text)], params or self.defaults, started, turn.grounding
+        )
+        answer, sources = cited(generation.text, turn.grounding)
+        answer = await self._remember(message.conversation_id, turn.route, answer)
+        return build_reply(turn.note + answer, sources, turn.route, generation, started)
+
+    async def handle_stream(
+        self, message: IncomingMessage, model: str = AUTO, params: GenerationParams | None = None
+    ) -> ReplyStream | FixedReply:
+        """Like `handle`, as text deltas; the conversation is remembered once the stream ends."""
+        started = time.perf_counter()
+        turn = await self._begin(message, model, started)
+        if isinstance(turn, Reply):
+            return FixedReply(turn)
+        answerer = self._answerer(turn.route.department, turn.grounding)
+        generation = answerer.stream(
+            turn.route.department, [*turn.history, Turn("user", turn.route.text)], params or self.defaults,
+            turn.grounding,
+        )
+
+        async def remember(reply: Reply) -> Reply:
+            text = await self._remember(message.conversation_id, turn.route, reply.text)
+            return replace(reply, text=turn.note + text)
+
+        return ReplyStream(turn.route, generation, self.metrics, started, turn.grounding,
+                           prefix=turn.note, on_reply=remember)
+
+    async def _begin(self, message: IncomingMessage, model: str, started: float) -> Reply | _Turn:
+        """A command's reply (answered here), or the routed turn with its history and handbook entries."""
         cid = message.conversation_id
         text, note = self._within_limit(message.text)
-        command, _ = parse_command(text)
+        command, rest = parse_command(text)
         if command is not None and command not in (*self.company.targets, AUTO):
             route = Route(BASE, 1.0, "command")
             if command == "reset":
@@ -84,10 +131,15 @@ class Pipeline:
                 reply_text = f"There is no /{command} here. {help_text(self.company)}"
             self.metrics.observe(route.department, "command", time.perf_counter() - started)
             return Reply(reply_text, route, latency_ms=elapsed_ms(started))
+        if model != AUTO and model not in self.company.targets:
+            raise UnknownModel(model)
 
         history = await self.memory.window(cid)
-        # Routing and retrieval are CPU work (sklearn, TF-IDF): off the event loop.
-        route = await asyncio.to_thread(self.router.route, text, history)
+        if model != AUTO and (rest if command else text):
+            route = Route(model, 1.0, "requested", text=rest if command else text.strip())
+        else:
+            # Routing and retrieval are CPU work (sklearn, TF-IDF): off the event loop.
+            route = await asyncio.to_thread(self.router.route, text, history)
         if not route.text:  # a routing command on its own: confirm, remember the pin
             reply_text = switched_text(route, self.company)
             await self.memory.append(
@@ -95,18 +147,17 @@ class Pipeline:
             )
             self.metrics.observe(route.department, "command", time.perf_counter() - started)
             return Reply(reply_text, route, latency_ms=elapsed_ms(started))
-
         grounding = await asyncio.to_thread(self._ground, route, history)
-        generation = await self._generate(
-            route, [*history, Turn("user", route.text)], self.defaults, started, grounding
-        )
-        answer, sources = cited(generation.text, grounding)
+        return _Turn(route, history, grounding, note)
+
+    async def _remember(self, conversation_id: str, route: Route, answer: str) -> str:
+        """Store the exchange; returns the answer as stored (channels cannot send an empty one)."""
         answer = answer or EMPTY_REPLY
         await self.memory.append(
-            cid,
+            conversation_id,
             [Turn("user", route.text), Turn("assistant", answer, route.department, route.pinned)],
         )
-        return build_reply(note + answer, sources, route, generation, started)
+        return answer
 
     async def complete(
         self, model: str, turns: Sequence[Turn], params: GenerationParams | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from core.messages import Grounding, Reply, Route
 from inference.base import GenerationStream
@@ -17,7 +17,8 @@ class ReplyStream:
 
     def __init__(
         self, route: Route, generation: GenerationStream, metrics: MetricsSink, started: float,
-        grounding: Grounding | None = None,
+        grounding: Grounding | None = None, *, prefix: str = "",
+        on_reply: Callable[[Reply], Awaitable[Reply]] | None = None,
     ) -> None:
         self.route = route
         self.reply: Reply | None = None
@@ -25,12 +26,16 @@ class ReplyStream:
         self._metrics = metrics
         self._started = started
         self._grounding = grounding
+        self._prefix = prefix  # said before the answer
+        self._on_reply = on_reply  # e.g. remembering the exchange; may amend the reply
 
     async def __aiter__(self) -> AsyncIterator[str]:
         department = self.route.department
         # Citation markers go to `reply.sources`, not into the text the user reads.
         markers = CitationFilter()
         first = True
+        if self._prefix:
+            yield self._prefix
         try:
             async for delta in self._generation:
                 if first:
@@ -47,4 +52,16 @@ class ReplyStream:
         if result is None:
             return
         self._metrics.observe(department, "ok", time.perf_counter() - self._started, result.completion_tokens)
-        self.reply = build_reply(*cited(result.text, self._grounding), self.route, result, self._started)
+        reply = build_reply(*cited(result.text, self._grounding), self.route, result, self._started)
+        self.reply = await self._on_reply(reply) if self._on_reply else reply
+
+
+class FixedReply:
+    """A reply known before any generation (a command's), as a one-delta stream."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.route = reply.route
+        self.reply = reply
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        yield self.reply.text

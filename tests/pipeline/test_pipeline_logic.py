@@ -160,3 +160,29 @@ def test_a_stream_leaves_citation_markers_out_of_the_text_and_counts_the_first_t
     assert text == "Twelve days a year." and reply.text == text
     assert [e.id for e in reply.sources] == ["HR-01"]
     assert setup.metrics.first_tokens == ["hr"] and setup.metrics.outcomes == [("hr", "ok")]
+
+
+def test_a_picked_department_answers_without_routing_and_commands_still_work() -> None:
+    setup = Setup(automatic="finance")
+    reply = run(setup.pipeline.handle(IncomingMessage("web", "w1", "leave?"), model="hr"))
+    assert (reply.route.department, reply.route.reason, reply.route.pinned) == ("hr", "requested", False)
+    assert run(setup.pipeline.handle(IncomingMessage("web", "w1", "/reset"), model="hr")).text == RESET_TEXT
+    with pytest.raises(UnknownModel):
+        run(setup.pipeline.handle(IncomingMessage("web", "w1", "hi"), model="legal"))
+
+
+def test_a_remembered_conversation_streams_and_is_remembered_once_the_stream_ends() -> None:
+    setup = Setup("[HR-01] Twelve days a year.", automatic="hr", grounding=ENTRIES, max_input_chars=30)
+
+    async def collect(text: str):
+        stream = await setup.pipeline.handle_stream(IncomingMessage("web", "c1", text))
+        deltas = [delta async for delta in stream]
+        return deltas, stream.reply
+
+    deltas, reply = run(collect("how many casual leaves do I get in a year, please?"))
+    note = "(Your message was cut to its first 30 characters.)\n\n"
+    assert deltas[0] == note and "".join(deltas) == reply.text == note + "Twelve days a year."
+    assert [e.id for e in reply.sources] == ["HR-01"]
+    assert [t.content for t in setup.window()] == ["how many casual leaves do I ge", "Twelve days a year."]
+    deltas, reply = run(collect("/help"))
+    assert deltas == [help_text(COMPANY)] and reply.route.reason == "command"
