@@ -3,10 +3,15 @@ adapter) and evaluated; the other departments untrained and never evaluated."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from core.company import load_company
+from gateway.app import create_app
+from gateway.components import Components, build_components
+from tests.conftest import LiveServer, make_settings
 
 DEPARTMENTS = load_company().ids
 
@@ -46,3 +51,18 @@ def write_console_home(home: Path, live_model: Path) -> None:
     # An older report first: the console reads the newest.
     (reports / "hr-20261120-090000.json").write_text(json.dumps({"department": "hr", "evaluations": []}))
     (reports / "hr-20261201-100500.json").write_text(json.dumps(report))
+
+
+@contextlib.contextmanager
+def console_server(home: Path, model: Path, **values: object) -> Iterator[tuple[LiveServer, Components]]:
+    """`serve` on that home, with the tiny model as hr's live version."""
+    write_console_home(home, model)
+    settings = make_settings(home, model, router="commands", reload_interval_seconds=0, repetition_penalty=1.3,
+                             **values)
+    components = build_components(settings)
+    components.start()
+    try:
+        with LiveServer(create_app(components=components)) as live:
+            yield live, components
+    finally:
+        components.close()

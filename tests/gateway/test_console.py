@@ -6,21 +6,14 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.components import build_components
 from tests.conftest import LiveServer, make_settings, run
-from tests.gateway.console_home import DEPARTMENTS, write_console_home
+from tests.gateway.console_home import DEPARTMENTS, console_server
 
 
 @pytest.fixture(scope="module")
 def console(tiny_model_dir, tmp_path_factory):
-    home = tmp_path_factory.mktemp("console-home")
-    write_console_home(home, tiny_model_dir)
-    components = build_components(make_settings(home, tiny_model_dir, router="commands", max_new_tokens=4,
-                                                reload_interval_seconds=0, repetition_penalty=1.3))
-    components.start()
-    with LiveServer(create_app(components=components)) as live:
-        yield live, components
-    components.close()
+    with console_server(tmp_path_factory.mktemp("console-home"), tiny_model_dir, max_new_tokens=4) as served:
+        yield served
 
 
 def test_the_page_and_its_files_are_served_without_a_build_step(console) -> None:

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.app import create_app
-from gateway.components import build_components
 from tests.conftest import LiveServer, make_settings
-from tests.gateway.console_home import DEPARTMENTS, write_console_home
+from tests.gateway.console_home import DEPARTMENTS, console_server
 
 # Without the background-networking flags Chromium keeps trying hosts this closed network refuses.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -28,14 +27,8 @@ def chromium_path() -> str:
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("browser-home")
-    write_console_home(home, tiny_model_dir)
-    components = build_components(make_settings(home, tiny_model_dir, router="commands", max_new_tokens=6,
-                                                reload_interval_seconds=0, repetition_penalty=1.3))
-    components.start()
-    with LiveServer(create_app(components=components)) as live:
+    with console_server(tmp_path_factory.mktemp("browser-home"), tiny_model_dir, max_new_tokens=6) as (live, _):
         yield live.url
-    components.close()
 
 
 @pytest.fixture(scope="module")
