@@ -100,11 +100,11 @@ def resolved_base(settings: Settings, spec: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def progress_bars(verb: str) -> Iterator[Callable[[str, int, int], None]]:
-    """A progress bar per label, fed by `update(label, done, total)` callbacks."""
+def eval_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per evaluated model, fed by evaluation's `update(label, done, total)` callback."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn(f"{verb} {{task.description}}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("evaluating {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console) as progress:
         tasks: dict[str, int] = {}
 

@@ -13,6 +13,7 @@ from gateway.dispatch import Dispatcher, InProcessDispatcher
 from gateway.metrics import Metrics
 from gateway.responder import Responder
 from gateway.settings import Settings
+from gateway.webhooks import WHATSAPP_STATUS_PATH
 from inference.base_model import resolve_base_model
 from inference.local import LocalBackend
 from knowledge.library import HandbookLibrary
@@ -104,8 +105,6 @@ def build_channels(settings: Settings, pipeline: Pipeline) -> ChannelSet:
             settings.twilio_whatsapp_from,
             api_base_url=settings.twilio_api_url,
         )
-        from gateway.webhooks import WHATSAPP_STATUS_PATH
-
         status_url = settings.public_url.rstrip("/") + WHATSAPP_STATUS_PATH
         whatsapp = WhatsAppChannel(sender, status_url, DeliveryLog())
     return ChannelSet(telegram, whatsapp)

@@ -38,9 +38,9 @@ def scores(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def headline(report: dict[str, Any]) -> dict[str, float | None]:
-    """Base and live fact accuracy with grounding, as the department answers in chat."""
-    facts = [s for s in scores(report) if s["grounded"] and s["questions"] == "facts"]
+def headline(report_scores: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Base and live fact accuracy with grounding (of `scores`), as the department answers in chat."""
+    facts = [s for s in report_scores if s["grounded"] and s["questions"] == "facts"]
     base = [s["accuracy"] for s in facts if s["label"].startswith("base")]
     live = [s["accuracy"] for s in facts if not s["label"].startswith("base")]
     return {"base": base[0] if base else None, "live": live[0] if live else None}
@@ -56,6 +56,7 @@ def models_view(company: Company, models: list[DepartmentModel], models_dir: Pat
         model = serving.get(department.id)
         report_path = latest_report(reports_dir, department.id)
         report = read_report(report_path) if report_path else None
+        report_scores = scores(report) if report else []
         view.append({
             "id": department.id,
             "name": department.name,
@@ -67,8 +68,8 @@ def models_view(company: Company, models: list[DepartmentModel], models_dir: Pat
             "candidates": entry.get("candidates", []),
             "previous": entry.get("previous", []),
             "report": report_path.name if report_path else None,
-            "accuracy": headline(report) if report else None,
-            "scores": scores(report) if report else [],
+            "accuracy": headline(report_scores) if report else None,
+            "scores": report_scores,
         })
     return view
 

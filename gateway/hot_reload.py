@@ -8,13 +8,15 @@ import logging
 from core.files import file_signature
 from gateway.components import Components, build_router
 from inference.registry import REGISTRY_FILE
-from router.learned import METADATA_FILE, ROUTER_SUBDIR
 
 log = logging.getLogger(__name__)
 
 
 def registry_signature(components: Components) -> tuple[tuple[int, int] | None, ...]:
     """Changes whenever training promotes or rolls back a model, or retrains the router."""
+    # Here, not at the top: router.learned brings sklearn, which a commands-only server never needs.
+    from router.learned import METADATA_FILE, ROUTER_SUBDIR
+
     models = components.settings.models_path
     return file_signature(models / REGISTRY_FILE), file_signature(models / ROUTER_SUBDIR / METADATA_FILE)
 

@@ -45,6 +45,11 @@ class _Turn:
     grounding: Grounding | None
     note: str  # said before the answer (a message cut to the limit)
 
+    @property
+    def turns(self) -> list[Turn]:
+        """What the model is given: the remembered window, then the question."""
+        return [*self.history, Turn("user", self.route.text)]
+
 
 @dataclass(frozen=True)
 class GroundingSettings:
@@ -87,9 +92,7 @@ class Pipeline:
         turn = await self._begin(message, model, started)
         if isinstance(turn, Reply):
             return turn
-        generation = await self._generate(
-            turn.route, [*turn.history, Turn("user", turn.route.text)], params or self.defaults, started, turn.grounding
-        )
+        generation = await self._generate(turn.route, turn.turns, params or self.defaults, started, turn.grounding)
         answer, sources = cited(generation.text, turn.grounding)
         answer = await self._remember(message.conversation_id, turn.route, answer)
         return build_reply(turn.note + answer, sources, turn.route, generation, started)
@@ -103,10 +106,7 @@ class Pipeline:
         if isinstance(turn, Reply):
             return FixedReply(turn)
         answerer = self._answerer(turn.route.department, turn.grounding)
-        generation = answerer.stream(
-            turn.route.department, [*turn.history, Turn("user", turn.route.text)], params or self.defaults,
-            turn.grounding,
-        )
+        generation = answerer.stream(turn.route.department, turn.turns, params or self.defaults, turn.grounding)
 
         async def remember(reply: Reply) -> Reply:
             text = await self._remember(message.conversation_id, turn.route, reply.text)
@@ -135,8 +135,9 @@ class Pipeline:
             raise UnknownModel(model)
 
         history = await self.memory.window(cid)
-        if model != AUTO and (rest if command else text):
-            route = Route(model, 1.0, "requested", text=rest if command else text.strip())
+        asked = rest if command else text.strip()  # `command` can only be a routing one here
+        if model != AUTO and asked:
+            route = Route(model, 1.0, "requested", text=asked)
         else:
             # Routing and retrieval are CPU work (sklearn, TF-IDF): off the event loop.
             route = await asyncio.to_thread(self.router.route, text, history)

@@ -19,8 +19,8 @@ from gateway.cli_common import (
     cli_settings,
     console,
     departments_of,
+    eval_progress,
     fail,
-    progress_bars,
     resolved_base,
 )
 from gateway.settings import Settings
@@ -127,7 +127,7 @@ def _train_one(settings: Settings, department: str, recipe, base_model: str, *,
         }))
         return
     console.print(f"[bold]{department}[/bold]: {recipe.method} on {job.base_model} -> {job.run_dir}")
-    with progress_bars("evaluating") as on_progress:
+    with eval_progress() as on_progress:
         outcome = train_department(job, settings.models_path, settings.home / "reports", force=force,
                                    device=settings.device, on_progress=on_progress, gguf=settings.gguf_serving())
     seconds = sum(stage.seconds for stage in outcome.result.stages)
@@ -185,7 +185,7 @@ def evaluate(
             suite = EvalSuite.load(department, knowledge, k=k, data_dir=settings.data_path, questions=questions)
         except (DatasetError, OSError, ValueError) as error:
             fail(f"{department}: {error}")
-        with progress_bars("evaluating") as on_progress:
+        with eval_progress() as on_progress:
             evaluations = evaluate_models(suite, base_model, artifact, prompts[department],
                                           device=settings.device, on_progress=on_progress)
             converted = [] if gguf is None else evaluate_gguf(suite, base_model, artifact, prompts[department], gguf,

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { key: localStorage.getItem("switchboard.key") || "", departments: [], models: null };
+const state = { key: localStorage.getItem("switchboard.key") || "", evals: null };
 
 function conversationId() {
   let id = localStorage.getItem("switchboard.conversation");
@@ -247,9 +247,9 @@ function show(view) {
 async function loadModels() {
   const response = await api("/console/api/models");
   if (!response.ok) return null;
-  state.models = await response.json();
-  renderModels(state.models);
-  return state.models;
+  const view = await response.json();
+  renderModels(view);
+  return view;
 }
 
 function report(error) {
